@@ -1,0 +1,1 @@
+"""Speech-command recognition pipeline: synth/download -> prepare -> features -> train -> evaluate -> export -> verify."""

@@ -1,0 +1,55 @@
+"""Audio I/O: every clip the pipeline reads goes through here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+class AudioError(ValueError):
+    """A file that can't be used as audio, reported as one line naming the file."""
+
+
+def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mixdown: bool = True) -> np.ndarray:
+    """Read a sound file as float32 mono PCM in [-1, 1] at ``sample_rate``.
+
+    Any format soundfile reads (wav, flac, ogg). With ``resample=False`` a different rate is an error,
+    with ``mixdown=False`` more than one channel is an error. Returns shape [samples].
+    """
+    path = Path(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError... for bad files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if data.shape[1] > 1 and not mixdown:
+        raise AudioError(f"{path}: {data.shape[1]} channels, expected mono")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != sample_rate:
+        if not resample:
+            raise AudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+        import librosa  # imported here: slow to import and only needed for odd files
+
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(f"{path}: audio contains NaN or Inf samples")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad short clips at the end and crop long ones to exactly ``length`` samples."""
+    if audio.shape[-1] >= length:
+        return audio[..., :length]
+    pad = [(0, 0)] * (audio.ndim - 1) + [(0, length - audio.shape[-1])]
+    return np.pad(audio, pad)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV atomically (temp name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+def main(): print("todo"); return 0

@@ -1,0 +1,330 @@
+"""Configuration: YAML loaded once into frozen dataclasses.
+
+Unknown keys, wrong types and out-of-range values fail at load with one line that names the key.
+Every key can be overridden from the command line with ``--set dotted.key=value`` (value parsed as YAML).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+
+COMMAND_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+SILENCE_LABEL = "_silence_"
+UNKNOWN_LABEL = "_unknown_"
+# The 35 words of Speech Commands v0.02 (v0.01 has the first 30).
+ALL_WORDS_V2 = COMMAND_WORDS + [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
+    "backward", "forward", "follow", "learn", "visual",
+]
+ALL_WORDS_V1 = ALL_WORDS_V2[:30]
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line that names the key."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "demo"
+    seed: int = 1234  # one seed for data synthesis, splits, augmentation and weight init
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data: str = "data"  # datasets and feature caches (relative to the repo root unless absolute)
+    exports: str = "exports"  # one folder per run.name
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: Literal["synth", "download"] = "synth"
+    version: int = 2  # Speech Commands v0.01 (1) or v0.02 (2); the synthesized demo mimics v2
+    url: Optional[str] = None  # http(s)://, file:// or a local path to the .tar.gz
+    sha256: Optional[str] = None  # null = don't check
+    test_url: Optional[str] = None  # official test archive; null = test split from testing_list.txt
+    test_sha256: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The demo dataset, synthesized with espeak-ng (voice x variant x rate x pitch = one speaker)."""
+
+    voices: list[str] = field(default_factory=lambda: ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029"])
+    variants: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4"])
+    rates: list[int] = field(default_factory=lambda: [130, 175])  # words per minute
+    pitches: list[int] = field(default_factory=lambda: [35, 65])  # espeak pitch 0..100
+    unknown_words: list[str] = field(default_factory=lambda: ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "tree", "wow", "zero"])
+    takes_per_word: int = 1  # clips per speaker and word (<speaker>_nohash_<n>.wav)
+    noise_seconds: int = 30  # length of each synthesized background-noise file
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    labels: Union[int, list[str]] = 12  # 12 (10 words + _silence_ + _unknown_), 35 (all words), or a list
+    silence_percentage: float = 10.0  # share of every split, as in TF examples/speech_commands
+    unknown_percentage: float = 10.0
+    validation_percentage: float = 10.0  # used by the SHA1 which_set rule when the list files are missing
+    testing_percentage: float = 10.0
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """The one log-mel definition (see pipeline/feature_spec.py)."""
+
+    sample_rate: int = 16000
+    clip_samples: int = 16000  # 1 s
+    n_fft: int = 512  # power of two: TFLite's RFFT2D needs it for the in-graph frontend
+    win_length: int = 400  # 25 ms
+    hop_length: int = 160  # 10 ms -> 101 frames with center=True
+    n_mels: int = 40
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    batch_size: int = 256  # clips per librosa call; batching is ~2x faster than one clip at a time
+    workers: int = 0  # processes; 0 = one per core
+    shard: Optional[str] = None  # "i/n": compute only slice i of n (merge when all are present)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    time_shift_ms: float = 100.0  # random shift of +-100 ms, as in TF examples/speech_commands
+    noise_probability: float = 0.8  # chance of mixing in background noise
+    noise_volume: float = 0.1  # max noise gain
+    copies: int = 1  # augmented copies of each training clip, computed offline before librosa
+    freq_masks: int = 2  # SpecAugment frequency masks per example
+    freq_mask_width: int = 5  # max mel bins per mask
+    time_masks: int = 2
+    time_mask_width: int = 10  # max frames per mask
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    gru_units: list[int] = field(default_factory=lambda: [64, 64])  # >= 2 stacked GRU layers
+    dense_units: int = 64
+    dropout: float = 0.1  # between layers; recurrent_dropout must stay 0 for cuDNN
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 3e-3  # peak of a cosine decay with warmup
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    patience: int = 8  # early stopping on validation accuracy
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    mixed_precision: bool = False
+    require_cudnn: bool = False
+    jit_compile: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    int8_calibration_examples: int = 200  # representative examples from the train split
+    streaming_hop_ms: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return _resolve(self.paths.data)
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where the Speech-Commands-layout dataset lives (synthesized or extracted)."""
+        if self.dataset.source == "synth":
+            return self.data_dir / f"synth_{self.section_hash('synth', 'run')[:10]}"
+        return self.data_dir / f"speech_commands_v{self.dataset.version}_{self.section_hash('dataset')[:10]}"
+
+    @property
+    def test_dataset_dir(self) -> Path:
+        """Where the official test archive (dataset.test_url) is extracted."""
+        return self.dataset_dir.with_name(self.dataset_dir.name + "_test")
+
+    @property
+    def archives_dir(self) -> Path:
+        return self.data_dir / "archives"
+
+    @property
+    def run_dir(self) -> Path:
+        return _resolve(self.paths.exports) / self.run.name
+
+    @property
+    def labels(self) -> list[str]:
+        labels = self.task.labels
+        if isinstance(labels, list):
+            return list(labels)
+        words = ALL_WORDS_V2 if self.dataset.version == 2 else ALL_WORDS_V1
+        if labels == 12:
+            return [SILENCE_LABEL, UNKNOWN_LABEL] + COMMAND_WORDS
+        return words if self.dataset.source == "download" else COMMAND_WORDS + list(self.synth.unknown_words)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some config sections: what a stage's outputs depend on."""
+        blob = json.dumps({s: dataclasses.asdict(getattr(self, s)) for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+# ---- loading and validation -----------------------------------------------------------------
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load a YAML config, apply ``key=value`` overrides, validate, and freeze."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=5")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    cfg = _build(Config, raw, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def _set_dotted(raw: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls, raw, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key {prefix.rstrip('.')}: must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix}{key} (allowed in this section: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        typ, value, dotted = hints[name], raw[name], prefix + name
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, value, dotted + ".")
+        else:
+            kwargs[name] = _check_type(dotted, typ, value)
+    return cls(**kwargs)
+
+
+def _check_type(key: str, typ, value):
+    """Return value (ints widened to float where a float is expected) or raise ConfigError."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _check_type(key, option, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key {key}: {value!r} is not {_type_name(typ)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(map(str, args))}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key}: {value!r} is not a list")
+        return [_check_type(f"{key}[{i}]", args[0], v) for i, v in enumerate(value)]
+    if typ is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key {key}: expected null, got {value!r}")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, bool):
+        raise ConfigError(f"config key {key}: {value!r} is not an integer")
+    if isinstance(value, typ):
+        return value
+    raise ConfigError(f"config key {key}: {value!r} is not {_type_name(typ)}")
+
+
+def _type_name(typ) -> str:
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if typ is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(typ, str(typ))
+
+
+def _check_ranges(cfg: Config) -> None:
+    f = cfg.features
+
+    def require(ok: bool, key: str, value, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key {key}: {value!r} out of range ({allowed})")
+
+    require(f.n_fft > 0 and f.n_fft & (f.n_fft - 1) == 0, "features.n_fft", f.n_fft, "a power of two, for TFLite RFFT2D")
+    require(0 < f.win_length <= f.n_fft, "features.win_length", f.win_length, f"1..n_fft={f.n_fft}")
+    require(0 < f.hop_length <= f.win_length, "features.hop_length", f.hop_length, "1..win_length")
+    require(0 <= f.fmin < f.fmax <= f.sample_rate / 2, "features.fmax", f.fmax, f"fmin < fmax <= sample_rate/2 = {f.sample_rate / 2}")
+    require(f.n_mels > 0, "features.n_mels", f.n_mels, "> 0")
+    if f.shard is not None:
+        i, _, n = f.shard.partition("/")
+        ok = i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)
+        require(ok, "features.shard", f.shard, "i/n with 0 <= i < n, e.g. 0/4")
+    require(len(cfg.model.gru_units) >= 2, "model.gru_units", cfg.model.gru_units, "at least 2 stacked GRU layers")
+    require(all(u > 0 for u in cfg.model.gru_units), "model.gru_units", cfg.model.gru_units, "positive sizes")
+    require(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "0 <= dropout < 1")
+    require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, ">= 1")
+    require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, ">= 1")
+    require(cfg.dataset.version in (1, 2), "dataset.version", cfg.dataset.version, "1 or 2")
+    labels = cfg.task.labels
+    require(isinstance(labels, list) or labels in (12, 35), "task.labels", labels, "12, 35 or a list of labels")
+    for key in ("silence_percentage", "unknown_percentage", "validation_percentage", "testing_percentage"):
+        value = getattr(cfg.task, key)
+        require(0 <= value < 100, f"task.{key}", value, "0..100")
+    require(0 <= cfg.augment.noise_probability <= 1, "augment.noise_probability", cfg.augment.noise_probability, "0..1")
+    require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
+    if cfg.dataset.source == "download":
+        require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")
+    require(cfg.export.streaming_hop_ms * f.sample_rate % 1000 == 0 and (cfg.export.streaming_hop_ms * f.sample_rate // 1000) % f.hop_length == 0,
+            "export.streaming_hop_ms", cfg.export.streaming_hop_ms, "a whole number of feature hops")

@@ -1,0 +1,70 @@
+"""The one log-mel feature definition, shared by training, export (in-graph frontend) and predict."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+LOG_FORMULA = "10*log10(max(mel_power, 1e-10))"
+LOG_FLOOR = 1e-10  # absolute floor, no per-clip top_db: features stay streaming-compatible
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    sample_rate: int = 16000
+    clip_samples: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    center: bool = True  # librosa meaning: n_fft//2 zeros on both sides
+    log: str = LOG_FORMULA
+
+    @classmethod
+    def from_config(cls, cfg) -> "FeatureSpec":
+        f = cfg.features
+        return cls(sample_rate=f.sample_rate, clip_samples=f.clip_samples, n_fft=f.n_fft, win_length=f.win_length,
+                   hop_length=f.hop_length, n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(**{k: d[k] for k in (f.name for f in dataclasses.fields(cls))})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip: 1 + clip_samples // hop_length (101 for 1 s at 10 ms)."""
+        return 1 + self.clip_samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_frames, self.n_mels)
+
+    def mel_basis(self) -> np.ndarray:
+        """librosa's (Slaney) mel filter bank, shape [n_mels, 1 + n_fft // 2]."""
+        import librosa
+
+        return librosa.filters.mel(sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels,
+                                   fmin=self.fmin, fmax=self.fmax)
+
+
+def logmel(audio: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """librosa log-mel of clips.
+
+    audio: float32 [..., clip_samples] -> float32 [..., num_frames, n_mels] (un-normalized dB).
+    """
+    import librosa
+
+    if audio.shape[-1] != spec.clip_samples:
+        raise ValueError(f"audio has {audio.shape[-1]} samples, the feature spec wants clip_samples={spec.clip_samples}")
+    mel = librosa.feature.melspectrogram(
+        y=np.ascontiguousarray(audio, dtype=np.float32), sr=spec.sample_rate, n_fft=spec.n_fft,
+        hop_length=spec.hop_length, win_length=spec.win_length, window="hann", center=spec.center,
+        pad_mode="constant", power=2.0, n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax)
+    db = 10.0 * np.log10(np.maximum(mel, LOG_FLOOR))
+    return np.swapaxes(db, -1, -2).astype(np.float32)
