@@ -59,13 +59,18 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """The demo dataset, synthesized with espeak-ng (voice x variant x rate x pitch = one speaker)."""
+    """The demo dataset, spoken by espeak-ng. One speaker = one accent voice x one voice variant."""
 
-    voices: list[str] = field(default_factory=lambda: ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029"])
-    variants: list[str] = field(default_factory=lambda: ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4"])
-    rates: list[int] = field(default_factory=lambda: [130, 175])  # words per minute
-    pitches: list[int] = field(default_factory=lambda: [35, 65])  # espeak pitch 0..100
-    unknown_words: list[str] = field(default_factory=lambda: ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "tree", "wow", "zero"])
+    voices: list[str] = field(default_factory=lambda: ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029",
+                                                        "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc"])
+    variants: list[str] = field(default_factory=list)  # empty = every variant espeak-ng ships (~100)
+    rate_min: int = 110  # words per minute, drawn per take
+    rate_max: int = 220
+    pitch_min: int = 15  # espeak pitch 0..100, drawn per take
+    pitch_max: int = 85
+    unknown_words: list[str] = field(default_factory=lambda: ["bed", "bird", "cat", "dog", "happy", "house",
+                                                              "marvin", "sheila", "tree", "wow", "zero", "four"])
+    unknown_per_speaker: int = 3  # _unknown_ is 10% of a split, so few are needed
     takes_per_word: int = 1  # clips per speaker and word (<speaker>_nohash_<n>.wav)
     noise_seconds: int = 30  # length of each synthesized background-noise file
 
@@ -184,9 +189,29 @@ class Config:
             return [SILENCE_LABEL, UNKNOWN_LABEL] + COMMAND_WORDS
         return words if self.dataset.source == "download" else COMMAND_WORDS + list(self.synth.unknown_words)
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable hash of some config sections: what a stage's outputs depend on."""
-        blob = json.dumps({s: dataclasses.asdict(getattr(self, s)) for s in sections}, sort_keys=True)
+    @property
+    def prepared_dir(self) -> Path:
+        """Split index (prepare stage): depends on the dataset, the task and the seed."""
+        return self.dataset_dir.with_name(f"{self.dataset_dir.name}_prepared_{self.section_hash('task', 'run.seed')[:8]}")
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature cache: depends on the split index, the feature spec and the augmentation."""
+        return self.prepared_dir.with_name(f"{self.prepared_dir.name}_features_{self.section_hash('features', 'augment')[:8]}")
+
+    def section_hash(self, *keys: str) -> str:
+        """Stable hash of config sections or dotted keys ("run.seed"): what a stage's outputs depend on."""
+        values = {}
+        for key in keys:
+            node = self
+            for part in key.split("."):
+                node = getattr(node, part)
+            values[key] = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+        if "features" in values:
+            values["features"].pop("shard", None)  # a shard writes part of the same cache
+            values["features"].pop("workers", None)
+            values["features"].pop("batch_size", None)
+        blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_dict(self) -> dict:

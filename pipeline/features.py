@@ -1,0 +1,183 @@
+"""Features stage: librosa log-mel of every prepared clip, streamed to an on-disk float16 cache.
+
+Work is cut into batches of ``features.batch_size`` clips (one librosa call per batch is ~2x faster
+than one call per clip) and spread over ``features.workers`` processes. Arrays are written straight
+into ``.npy`` memmaps, so memory stays bounded whatever the dataset size.
+
+Augmentation happens here, in the waveform domain before librosa (time shift and background-noise
+mixing, as in TF examples/speech_commands): ``augment.copies`` augmented versions of each training clip
+are cached next to the clean one, and training draws one version per clip per epoch. Offline copies
+cost one more feature pass; on-the-fly librosa would cost that pass every epoch on the same 2 cores
+that train (see README, "Augmentation").
+
+Layout of ``cfg.features_dir``:
+    {split}.npy        float16 [versions, N, frames, n_mels]  (versions = 1 + copies for train, else 1)
+    {split}_labels.npy int32 [N];  {split}_valid.npy bool [N] (False = undecodable, skipped)
+    stats.json         train-set per-mel mean/variance (clean version), counts, failures, timing
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.audio import AudioError, fit_length, load_audio
+from pipeline.config import SILENCE_LABEL, Config
+from pipeline.feature_spec import FeatureSpec, logmel
+from pipeline.prepare import SPLITS, read_rows
+
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+
+
+def load_split(features_dir: Path, split: str, *, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(features [versions, N, T, M] float16, labels [N]) of the valid examples of a split."""
+    feats = np.load(features_dir / f"{split}.npy", mmap_mode="r" if mmap else None)
+    labels = np.load(features_dir / f"{split}_labels.npy")
+    valid = np.load(features_dir / f"{split}_valid.npy")
+    if valid.all():
+        return feats, labels
+    return feats[:, valid], labels[valid]
+
+
+def load_stats(features_dir: Path) -> dict:
+    return json.loads((features_dir / "stats.json").read_text())
+
+
+# ---- clip loading and waveform augmentation (runs in worker processes) ------------------------
+_NOISE_CACHE: dict[str, np.ndarray] = {}
+
+
+def _noise(path: str, sample_rate: int) -> np.ndarray:
+    if path not in _NOISE_CACHE:
+        _NOISE_CACHE[path] = load_audio(path, sample_rate=sample_rate)
+    return _NOISE_CACHE[path]
+
+
+def _noise_segment(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    if len(noise) <= length:
+        return fit_length(np.tile(noise, length // max(1, len(noise)) + 1), length)
+    start = int(rng.integers(0, len(noise) - length))
+    return noise[start:start + length]
+
+
+def load_clip(row: dict, spec: FeatureSpec) -> np.ndarray:
+    """One prepared row as exactly clip_samples of audio: a word clip (padded/cropped) or a silence cut."""
+    if row["label"] == SILENCE_LABEL:
+        noise = _noise(row["path"], spec.sample_rate)
+        start = min(row["offset"], max(0, len(noise) - spec.clip_samples))
+        return fit_length(noise[start:start + spec.clip_samples], spec.clip_samples) * row["gain"]
+    return fit_length(load_audio(row["path"], sample_rate=spec.sample_rate), spec.clip_samples)
+
+
+def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: list[str], spec: FeatureSpec,
+                 time_shift_ms: float, noise_probability: float, noise_volume: float, is_silence: bool) -> np.ndarray:
+    """Random time shift (zero fill) and background-noise mix, as in TF examples/speech_commands."""
+    shift_max = int(spec.sample_rate * time_shift_ms / 1000)
+    shift = int(rng.integers(-shift_max, shift_max + 1)) if shift_max else 0
+    if shift > 0:
+        audio = np.concatenate([np.zeros(shift, np.float32), audio[:-shift]])
+    elif shift < 0:
+        audio = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
+    if noise_files and (is_silence or rng.random() < noise_probability):
+        noise = _noise_segment(_noise(noise_files[int(rng.integers(len(noise_files)))], spec.sample_rate),
+                               spec.clip_samples, rng)
+        volume = rng.uniform(0, 1.0 if is_silence else noise_volume)
+        audio = np.clip(audio + volume * noise, -1.0, 1.0)
+    return audio.astype(np.float32)
+
+
+def _job(job: dict) -> dict:
+    spec = FeatureSpec.from_dict(job["spec"])
+    audio = np.zeros((len(job["rows"]), spec.clip_samples), np.float32)
+    ok = np.ones(len(job["rows"]), bool)
+    failures = []
+    for i, row in enumerate(job["rows"]):
+        try:
+            clip = load_clip(row, spec)
+        except AudioError as e:
+            ok[i] = False
+            failures.append(str(e))
+            continue
+        if job["version"] > 0:
+            rng = np.random.default_rng([job["seed"], SPLIT_IDS[job["split"]], job["version"], job["start"] + i])
+            clip = augment_clip(clip, rng=rng, spec=spec, is_silence=row["label"] == SILENCE_LABEL, **job["augment"])
+        audio[i] = clip
+    feats = logmel(audio, spec)
+    return {"split": job["split"], "version": job["version"], "start": job["start"], "features": feats.astype(np.float16),
+            "ok": ok, "failures": failures}
+
+
+def run(cfg: Config) -> Path:
+    out = cfg.features_dir
+    spec = FeatureSpec.from_config(cfg)
+    labels = cfg.labels
+    label_index = {label: i for i, label in enumerate(labels)}
+    rows = {split: read_rows(cfg.prepared_dir, split) for split in SPLITS}
+    noise_dir = cfg.dataset_dir / "_background_noise_"
+    noise_files = sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else []
+    a = cfg.augment
+    augment = {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability,
+               "noise_volume": a.noise_volume, "noise_files": noise_files}
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.time()
+    arrays, valid, jobs = {}, {}, []
+    for split in SPLITS:
+        n = len(rows[split])
+        versions = 1 + a.copies if split == "train" else 1
+        arrays[split] = np.lib.format.open_memmap(tmp / f"{split}.npy", mode="w+", dtype=np.float16,
+                                                  shape=(versions, n, *spec.shape))
+        valid[split] = np.ones(n, bool)
+        np.save(tmp / f"{split}_labels.npy", np.array([label_index[r["label"]] for r in rows[split]], np.int32))
+        for version in range(versions):
+            for start in range(0, n, cfg.features.batch_size):
+                jobs.append({"split": split, "version": version, "start": start, "spec": spec.to_dict(),
+                             "rows": rows[split][start:start + cfg.features.batch_size], "seed": cfg.run.seed,
+                             "augment": augment})
+    total = sum(len(j["rows"]) for j in jobs)
+    mel_sum = np.zeros(spec.n_mels)
+    mel_sumsq = np.zeros(spec.n_mels)
+    frames = 0
+    failures: list[str] = []
+    workers = cfg.features.workers or os.cpu_count() or 1
+    with multiprocessing.get_context("spawn").Pool(workers) as pool, \
+            tqdm(total=total, desc="features", unit="clip") as bar:
+        for res in pool.imap_unordered(_job, jobs):
+            split, version, start, feats = res["split"], res["version"], res["start"], res["features"]
+            arrays[split][version, start:start + len(feats)] = feats
+            if version == 0:
+                valid[split][start:start + len(feats)] &= res["ok"]
+                failures.extend(res["failures"])
+                if split == "train":  # statistics of the clean training clips only
+                    good = feats[res["ok"]].astype(np.float64)
+                    mel_sum += good.sum(axis=(0, 1))
+                    mel_sumsq += (good**2).sum(axis=(0, 1))
+                    frames += good.shape[0] * good.shape[1]
+            bar.update(len(feats))
+    for split in SPLITS:
+        arrays[split].flush()
+        np.save(tmp / f"{split}_valid.npy", valid[split])
+    del arrays
+    if frames == 0:
+        raise RuntimeError(f"features: no decodable training clips in {cfg.prepared_dir}")
+    mean = mel_sum / frames
+    variance = np.maximum(mel_sumsq / frames - mean**2, 1e-6)
+    seconds = time.time() - t0
+    stats = {"feature_spec": spec.to_dict(), "labels": labels, "mean": mean.tolist(), "variance": variance.tolist(),
+             "counts": {s: int(valid[s].sum()) for s in SPLITS}, "augmented_copies": a.copies,
+             "skipped": len(failures), "skipped_files": failures, "seconds": round(seconds, 2),
+             "clips_per_second": round(total / seconds, 1), "workers": workers}
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"features: {total} clips in {seconds:.1f} s ({total / seconds:.0f} clips/s, {workers} workers)"
+          + (f", {len(failures)} undecodable skipped (listed in stats.json)" if failures else ""))
+    return out

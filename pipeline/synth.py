@@ -1,0 +1,228 @@
+"""Synth stage: the offline demo dataset, spoken by espeak-ng, in the Speech Commands layout.
+
+A "speaker" is one espeak voice (accent) with one voice variant (m1, f3, croak, ...): its hash is the
+``<speaker>`` part of ``<speaker>_nohash_<n>.wav``. Each take gets its own random rate, pitch, gain and
+position, so one speaker's clips differ the way one person's recordings do. The SHA1 ``which_set`` rule
+on the speaker hash writes ``validation_list.txt``/``testing_list.txt``, so the splits are
+speaker-disjoint: test accuracy measures voices the model never heard.
+"""
+from __future__ import annotations
+
+import csv
+import ctypes
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.audio import write_wav
+from pipeline.config import COMMAND_WORDS, Config
+from pipeline.prepare import which_set
+
+ESPEAK_RATE, ESPEAK_VOLUME, ESPEAK_PITCH, ESPEAK_RANGE = 1, 2, 3, 4  # espeak_PARAMETER
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class Espeak:
+    """Minimal ctypes binding of the libespeak-ng bundled by espeakng-loader (one per process)."""
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.data_path = Path(espeakng_loader.get_data_path())
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self.sample_rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), 0)
+        if self.sample_rate <= 0:
+            raise RuntimeError(f"espeak_Initialize failed with data path {self.data_path}")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: C holds the pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                          ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+
+    def _collect(self, wav, numsamples, events) -> int:
+        if wav and numsamples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+        return 0
+
+    def variants(self) -> list[str]:
+        return sorted(p.name for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file() and " " not in p.name)
+
+    def say(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int = 50) -> np.ndarray:
+        """Speak ``text``; returns float32 PCM at ``self.sample_rate``."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise RuntimeError(f"espeak has no voice {voice!r}")
+        for param, value in ((ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch), (ESPEAK_RANGE, pitch_range), (ESPEAK_VOLUME, 100)):
+            self.lib.espeak_SetParameter(param, value, 0)
+        self._chunks = []
+        data = text.encode() + b"\0"
+        if self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None) != 0:
+            raise RuntimeError(f"espeak_Synth failed for {text!r} with voice {voice!r}")
+        pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return pcm.astype(np.float32) / 32768.0
+
+
+def speaker_id(voice: str, variant: str) -> str:
+    """8 hex digits, like the real dataset's speaker ids."""
+    return hashlib.sha1(f"{voice}+{variant}".encode()).hexdigest()[:8]
+
+
+def _trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0]:loud[-1] + 1] if loud.size else audio[:0]
+
+
+def place_in_clip(word: np.ndarray, *, clip_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Put a trimmed word at a random position in a 1-s clip (cropped if longer), like a person's recording."""
+    word = _trim(word)[:clip_samples]
+    clip = np.zeros(clip_samples, np.float32)
+    start = int(rng.integers(0, clip_samples - len(word) + 1))
+    clip[start:start + len(word)] = word
+    return clip
+
+
+# ---- worker processes: one espeak instance each ---------------------------------------------
+_ESPEAK: Espeak | None = None
+
+
+def _init_worker() -> None:
+    global _ESPEAK
+    _ESPEAK = Espeak()
+
+
+def _synth_job(job: dict) -> tuple[str, str | None]:
+    """Render one clip. Returns (relative path, error or None)."""
+    import librosa
+
+    rng = np.random.default_rng(job["seed"])
+    try:
+        raw = _ESPEAK.say(job["word"], voice=job["voice"], rate=job["rate"], pitch=job["pitch"], pitch_range=job["range"])
+        audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
+        if np.abs(audio).max() < 0.01:
+            return job["path"], "espeak produced silence"
+        clip = place_in_clip(audio / np.abs(audio).max(), clip_samples=job["clip_samples"], rng=rng) * job["gain"]
+        write_wav(Path(job["root"]) / job["path"], clip, job["sample_rate"])
+        return job["path"], None
+    except Exception as e:  # one bad voice must not stop the dataset
+        return job["path"], str(e)
+
+
+def make_noise(kind: str, *, seconds: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Background noise of a few colours and a mains hum, peak-normalized to 0.5."""
+    n = seconds * sample_rate
+    white = rng.standard_normal(n)
+    spectrum = np.fft.rfft(white)
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    if kind == "white_noise":
+        audio = white
+    elif kind == "pink_noise":
+        audio = np.fft.irfft(spectrum / np.sqrt(np.maximum(freqs, 1.0)), n)
+    elif kind == "brown_noise":
+        audio = np.fft.irfft(spectrum / np.maximum(freqs, 1.0), n)
+    elif kind == "running_tap":  # band-limited noise with a slow wobble
+        audio = np.fft.irfft(spectrum * ((freqs > 800) & (freqs < 5000)), n)
+        audio *= 1 + 0.3 * np.sin(2 * np.pi * 3 * np.arange(n) / sample_rate)
+    elif kind == "hum":
+        t = np.arange(n) / sample_rate
+        audio = sum(np.sin(2 * np.pi * 50 * h * t) / h for h in range(1, 8)) + 0.05 * white
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}")
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+NOISE_KINDS = ["white_noise", "pink_noise", "brown_noise", "running_tap", "hum"]
+
+
+def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict], list[dict]]:
+    """Every clip to render, and the speaker table. Deterministic under run.seed."""
+    s, f = cfg.synth, cfg.features
+    rng = np.random.default_rng(cfg.run.seed)
+    jobs, speakers = [], []
+    for voice in s.voices:
+        for variant in variants:
+            spk = speaker_id(voice, variant)
+            speakers.append({"speaker": spk, "voice": voice, "variant": variant})
+            # every speaker says every command word; a few random other words feed _unknown_
+            extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
+            for word in COMMAND_WORDS + extra:
+                for take in range(s.takes_per_word):
+                    jobs.append({
+                        "word": str(word), "voice": f"{voice}+{variant}", "path": f"{word}/{spk}_nohash_{take}.wav",
+                        "rate": int(rng.integers(s.rate_min, s.rate_max + 1)),
+                        "pitch": int(rng.integers(s.pitch_min, s.pitch_max + 1)),
+                        "range": int(rng.integers(20, 90)), "gain": float(rng.uniform(0.3, 0.95)),
+                        "seed": int(rng.integers(2**31)), "sample_rate": f.sample_rate,
+                        "clip_samples": f.clip_samples, "root": str(root)})
+    return jobs, speakers
+
+
+def run(cfg: Config) -> Path:
+    """Synthesize the demo dataset into ``cfg.dataset_dir`` (written under a temp name, then renamed)."""
+    out = cfg.dataset_dir
+    if out.exists():
+        print(f"synth: {out} already complete")
+        return out
+    t0 = time.time()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    espeak = Espeak()
+    available = espeak.variants()
+    variants = cfg.synth.variants or available
+    missing = sorted(set(variants) - set(available))
+    if missing:
+        raise ValueError(f"config key synth.variants: espeak has no variant {missing[0]!r} (available: {', '.join(available)})")
+    del espeak
+    jobs, speakers = plan_jobs(cfg, variants, tmp)
+    for word in sorted({j["word"] for j in jobs}):
+        (tmp / word).mkdir()
+    workers = cfg.features.workers or os.cpu_count() or 1
+    failures = []
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        for path, error in tqdm(pool.imap_unordered(_synth_job, jobs, chunksize=32), total=len(jobs),
+                                desc="synth", unit="clip"):
+            if error:
+                failures.append({"path": path, "error": error})
+    rng = np.random.default_rng(cfg.run.seed + 1)
+    noise_dir = tmp / "_background_noise_"
+    noise_dir.mkdir()
+    for kind in NOISE_KINDS:
+        write_wav(noise_dir / f"{kind}.wav", make_noise(kind, seconds=cfg.synth.noise_seconds,
+                                                          sample_rate=cfg.features.sample_rate, rng=rng), cfg.features.sample_rate)
+    (noise_dir / "README.md").write_text("Synthesized background noise (numpy), like the real dataset's folder.\n")
+    _write_split_lists(tmp, cfg)
+    with open(tmp / "speakers.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["speaker", "voice", "variant"])
+        writer.writeheader()
+        writer.writerows(speakers)
+    report = {"clips": len(jobs) - len(failures), "speakers": len(speakers), "failed": failures,
+              "seconds": round(time.time() - t0, 1)}
+    (tmp / "synth_report.json").write_text(json.dumps(report, indent=1))
+    tmp.rename(out)
+    print(f"synth: {report['clips']} clips from {len(speakers)} speakers in {report['seconds']} s"
+          + (f", {len(failures)} failed (listed in synth_report.json)" if failures else ""))
+    return out
+
+
+def _write_split_lists(root: Path, cfg: Config) -> None:
+    """validation_list.txt / testing_list.txt from the dataset's own SHA1 rule, as in the real archive."""
+    lists = {"validation": [], "testing": []}
+    for wav in sorted(root.glob("*/*.wav")):
+        if wav.parent.name.startswith("_"):
+            continue
+        split = which_set(wav.name, validation_percentage=cfg.task.validation_percentage,
+                          testing_percentage=cfg.task.testing_percentage)
+        if split in lists:
+            lists[split].append(f"{wav.parent.name}/{wav.name}")
+    for split, names in lists.items():
+        (root / f"{split}_list.txt").write_text("".join(n + "\n" for n in names))
