@@ -138,7 +138,6 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     int8_calibration_examples: int = 200  # representative examples from the train split
-    streaming_hop_ms: int = 10
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,9 @@ class Config:
     def dataset_dir(self) -> Path:
         """Where the Speech-Commands-layout dataset lives (synthesized or extracted)."""
         if self.dataset.source == "synth":
-            return self.data_dir / f"synth_{self.section_hash('synth', 'run')[:10]}"
+            key = self.section_hash("synth", "run.seed", "features.sample_rate", "features.clip_samples",
+                                   "task.validation_percentage", "task.testing_percentage")
+            return self.data_dir / f"synth_{key[:10]}"
         return self.data_dir / f"speech_commands_v{self.dataset.version}_{self.section_hash('dataset')[:10]}"
 
     @property
@@ -351,5 +352,3 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")
-    require(cfg.export.streaming_hop_ms * f.sample_rate % 1000 == 0 and (cfg.export.streaming_hop_ms * f.sample_rate // 1000) % f.hop_length == 0,
-            "export.streaming_hop_ms", cfg.export.streaming_hop_ms, "a whole number of feature hops")

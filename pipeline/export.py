@@ -1,0 +1,403 @@
+"""Export stage: SavedModel and TFLite models, plus labels.txt and manifest.json.
+
+Every export starts from the trained weights loaded into a model rebuilt with ``use_cudnn=False``: a
+graph traced while a GPU is visible would contain CudnnRNNV3, which CPU and TFLite can't run (FACTS.md).
+
+Artifacts (all TFLite ones are builtin ops only, static batch 1):
+    saved_model/                 signatures "features" [B, T, M] and "audio" [B, S], batch-flexible
+    model_float32.tflite         features input (WHILE-op GRU)
+    model_audio_float32.tflite   raw 1-s audio input, the librosa-exact log-mel frontend in the graph;
+                                 outputs scores and the log-mel it computed (to check against librosa)
+    model_dynamic_range.tflite   int8 weights, float activations
+    model_int8.tflite            full integer (unrolled GRU: the WHILE-op GRU crashes the int8 converter)
+    model_streaming.tflite       one 10-ms hop of audio + state in, scores + new state out
+    model_streaming_int8.tflite  the same, full integer
+The export-only model variants (audio frontend, unrolled, streaming step) live here, not in model.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.feature_spec import LOG_FLOOR, FeatureSpec
+
+CUDNN_OP_TYPES = ("CudnnRNN", "CudnnRNNV2", "CudnnRNNV3")
+
+
+# ---- the in-graph frontend (one feature definition: FeatureSpec) ------------------------------
+
+def tf_logmel(audio, spec: FeatureSpec):
+    """librosa-exact log-mel in TensorFlow ops that TFLite runs as builtins (RFFT2D).
+
+    audio: float32 [B, clip_samples] -> [B, num_frames, n_mels]. librosa centres a win_length Hann window
+    inside each n_fft frame; framing win_length samples and zero-padding to n_fft gives the same power
+    spectrum, so the signal is padded by n_fft//2 minus the window offset on the left (FACTS.md).
+    """
+    import tensorflow as tf
+
+    offset = (spec.n_fft - spec.win_length) // 2
+    padded = tf.pad(audio, [[0, 0], [spec.n_fft // 2 - offset, spec.n_fft // 2 + offset]])
+    stft = tf.signal.stft(padded, frame_length=spec.win_length, frame_step=spec.hop_length,
+                          fft_length=spec.n_fft, window_fn=tf.signal.hann_window, pad_end=False)
+    return _power_to_logmel(tf.math.real(stft) ** 2 + tf.math.imag(stft) ** 2, spec)
+
+
+def _power_to_logmel(power, spec: FeatureSpec):
+    import tensorflow as tf
+
+    mel = tf.matmul(power, tf.constant(spec.mel_basis().T, tf.float32))
+    return 10.0 * tf.math.log(tf.maximum(mel, LOG_FLOOR)) / np.log(10.0).astype(np.float32)
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+def inference_model(cfg: Config, *, unroll: bool = False):
+    """The trained weights in a model rebuilt with use_cudnn=False (and optionally an unrolled GRU)."""
+    import keras
+
+    from pipeline.features import load_stats
+    from pipeline.train import build_from_config
+
+    trained = keras.models.load_model(cfg.run_dir / "model.keras", compile=False)
+    model = build_from_config(cfg, load_stats(cfg.features_dir), use_cudnn=False, unroll=unroll)
+    model.set_weights(trained.get_weights())
+    return model
+
+
+def _write_archive(path: Path, model, endpoints: dict) -> None:
+    """SavedModel with named endpoints {name: (fn, [TensorSpec, ...])}."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (fn, signature) in endpoints.items():
+        archive.add_endpoint(name=name, fn=fn, input_signature=signature)
+    archive.write_out(str(path), verbose=False)
+
+
+def export_saved_model(model, spec: FeatureSpec, path: Path) -> None:
+    """Batch-flexible SavedModel with 'features' (also serving_default) and 'audio' signatures."""
+    import tensorflow as tf
+
+    features_sig = [tf.TensorSpec([None, spec.num_frames, spec.n_mels], tf.float32, name="features")]
+    audio_sig = [tf.TensorSpec([None, spec.clip_samples], tf.float32, name="audio")]
+
+    def on_features(features):
+        return {"scores": model(features, training=False)}
+
+    def on_audio(audio):
+        logmel = tf_logmel(audio, spec)
+        return {"scores": model(logmel, training=False), "logmel": logmel}
+
+    _write_archive(path, model, {"serving_default": (on_features, features_sig), "features": (on_features, features_sig),
+                                 "audio": (on_audio, audio_sig)})
+
+
+def convert_tflite(model, fn, signature: list, path: Path, *, optimize: str | None = None,
+                   representative=None) -> None:
+    """Static-batch SavedModel -> TFLite with builtin ops only (dynamic batch would need Flex ops)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_archive(Path(tmp) / "sm", model, {"serving_default": (fn, signature)})
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "sm"), signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if optimize in ("dynamic_range", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if optimize == "int8":
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        blob = converter.convert()
+    tmp_path = path.with_name(path.name + ".part")
+    tmp_path.write_bytes(blob)
+    tmp_path.replace(path)
+
+
+@dataclass(frozen=True)
+class StreamGeometry:
+    """How the streaming model walks through audio; derived from the feature spec alone.
+
+    Frame t of the 1-s features needs audio up to t*hop + (win - left), where the window of frame t
+    covers [t*hop - left, t*hop - left + win) (librosa centring), so it is completed ``delay`` hops
+    later (2 for 10-ms hops and a 25-ms window). ``buffer`` keeps the context, ``warmup`` counts the
+    first delay-1 hops, which complete no frame and leave the GRU states alone. A clip fed hop by hop
+    from the zero state, then ``delay`` hops of zeros (the centred window's look-ahead), gives the
+    1-s model's scores.
+    """
+
+    hop: int
+    delay: int
+    buffer_len: int
+    state_shapes: dict  # input name -> shape, every input but audio_hop
+
+    @classmethod
+    def from_spec(cls, spec: FeatureSpec, gru_units: list[int]) -> "StreamGeometry":
+        left = spec.n_fft // 2 - (spec.n_fft - spec.win_length) // 2
+        delay = -(-(spec.win_length - left) // spec.hop_length)  # ceil
+        buffer_len = delay * spec.hop_length + left - spec.hop_length
+        shapes = {"buffer": (1, buffer_len), "warmup": (1, 1)}
+        shapes.update({f"gru_{i}_state": (1, units) for i, units in enumerate(gru_units)})
+        return cls(hop=spec.hop_length, delay=delay, buffer_len=buffer_len, state_shapes=shapes)
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        return {name: np.zeros(shape, np.float32) for name, shape in self.state_shapes.items()}
+
+
+class StreamingStep:
+    """One hop of audio + state -> scores + new state, from the trained weights (export-only variant)."""
+
+    def __init__(self, model, spec: FeatureSpec):
+        self.model, self.spec = model, spec
+        self.grus = [layer for layer in model.layers if layer.name.startswith("gru_")]
+        self.geometry = StreamGeometry.from_spec(spec, [layer.units for layer in self.grus])
+        self.hop, self.delay, self.buffer_len = self.geometry.hop, self.geometry.delay, self.geometry.buffer_len
+        self.state_names = [f"{layer.name}_state" for layer in self.grus]
+
+    def input_specs(self) -> dict:
+        import tensorflow as tf
+
+        specs = {"audio_hop": tf.TensorSpec([1, self.hop], tf.float32, name="audio_hop"),
+                 "buffer": tf.TensorSpec([1, self.buffer_len], tf.float32, name="buffer"),
+                 "warmup": tf.TensorSpec([1, 1], tf.float32, name="warmup")}
+        for layer, name in zip(self.grus, self.state_names):
+            specs[name] = tf.TensorSpec([1, layer.units], tf.float32, name=name)
+        return specs
+
+    def __call__(self, audio_hop, buffer, warmup, **states):
+        import tensorflow as tf
+
+        spec = self.spec
+        context = tf.concat([buffer, audio_hop], axis=1)  # [1, buffer_len + hop]
+        frame = context[:, :spec.win_length] * tf.constant(np.hanning(spec.win_length + 1)[:-1].astype(np.float32))
+        spectrum = tf.signal.rfft(frame, fft_length=[spec.n_fft])
+        logmel = _power_to_logmel(tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2, spec)  # [1, M]
+        ready = tf.cast(warmup >= self.delay - 1, tf.float32)  # [1, 1]: does this hop complete a frame?
+        norm = self.model.get_layer("normalize")
+        mean = tf.reshape(tf.convert_to_tensor(norm.mean), [1, -1])
+        std = tf.maximum(tf.sqrt(tf.reshape(tf.convert_to_tensor(norm.variance), [1, -1])), 1e-7)  # as keras
+        x = (logmel - mean) / std
+        outputs = {"new_buffer": context[:, self.hop:], "new_warmup": tf.minimum(warmup + 1.0, float(self.delay - 1))}
+        for layer, name in zip(self.grus, self.state_names):
+            h = states[name]
+            kernel, recurrent, bias = (w.value for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
+            x_z, x_r, x_h = tf.split(tf.matmul(x, kernel) + bias[0], 3, axis=1)
+            h_z, h_r, h_h = tf.split(tf.matmul(h, recurrent) + bias[1], 3, axis=1)
+            z = tf.sigmoid(x_z + h_z)
+            r = tf.sigmoid(x_r + h_r)
+            candidate = tf.tanh(x_h + r * h_h)  # reset gate after the recurrent matmul (reset_after=True)
+            new_h = z * h + (1.0 - z) * candidate
+            new_h = ready * new_h + (1.0 - ready) * h
+            outputs[f"new_{name}"] = new_h
+            x = new_h
+        scores = self.model.get_layer("scores")(self.model.get_layer("dense")(x))
+        outputs["scores"] = scores
+        return outputs
+
+    def tf_fn(self):
+        """A single-argument function (dict of inputs) for ExportArchive."""
+        return lambda inputs: self(**inputs)
+
+
+def stream_clip_numpy(run_step, geometry: StreamGeometry, audio: np.ndarray) -> np.ndarray:
+    """Feed one clip [S] hop by hop (then ``delay`` zero hops) through ``run_step(inputs) -> outputs``."""
+    state = geometry.zero_state()
+    hop = geometry.hop
+    padded = np.concatenate([audio, np.zeros(geometry.delay * hop, np.float32)])
+    scores = None
+    for start in range(0, len(padded) - hop + 1, hop):
+        inputs = dict(state, audio_hop=padded[None, start:start + hop].astype(np.float32))
+        out = run_step(inputs)
+        state = {name: out[f"new_{name}"] for name in state}
+        scores = out["scores"]
+    return np.asarray(scores)[0]
+
+
+# ---- the stage -------------------------------------------------------------------------------
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_bytes(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def tree_sha256(path: Path) -> str:
+    if path.is_file():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode() + b"\0" + file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def graph_op_types(saved_model_dir: Path) -> set[str]:
+    """Every op type in a SavedModel's graphs and functions (to prove no CudnnRNN* is in it)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta in sm.meta_graphs:
+        ops.update(node.op for node in meta.graph_def.node)
+        for fn in meta.graph_def.library.function:
+            ops.update(node.op for node in fn.node_def)
+    return ops
+
+
+def representative_examples(cfg: Config, count: int) -> np.ndarray:
+    """Clean training features for int8 calibration, float32 [count, T, M], seeded pick."""
+    from pipeline.features import load_split
+
+    feats, _ = load_split(cfg.features_dir, "train")
+    rng = np.random.default_rng(cfg.run.seed)
+    idx = np.sort(rng.choice(feats.shape[1], size=min(count, feats.shape[1]), replace=False))
+    return np.asarray(feats[0, idx], np.float32)
+
+
+def run(cfg: Config) -> Path:
+    import tensorflow as tf
+
+    t0 = time.time()
+    run_dir = cfg.run_dir
+    spec = FeatureSpec.from_config(cfg)
+    model = inference_model(cfg)
+    out = run_dir / "export.partial"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    artifacts = []
+
+    def add(kind: str, variant: str, input_kind: str, name: str, **extra):
+        path = out / name
+        artifacts.append({"kind": kind, "variant": variant, "input": input_kind, "path": name, "bytes": tree_bytes(path),
+                          "sha256": tree_sha256(path), "checks": {}, **extra})
+        print(f"export: {name} ({tree_bytes(path) / 1024:.0f} KB)")
+
+    export_saved_model(model, spec, out / "saved_model")
+    cudnn_ops = sorted(graph_op_types(out / "saved_model") & set(CUDNN_OP_TYPES))
+    if cudnn_ops:
+        raise RuntimeError(f"export: SavedModel graph contains {cudnn_ops}; CPU/TFLite can't run it")
+    add("saved_model", "float32", "features", "saved_model", signatures=["features", "audio"],
+        io={"features": {"inputs": {"features": [-1, spec.num_frames, spec.n_mels]}, "outputs": {"scores": [-1, len(cfg.labels)]}},
+            "audio": {"inputs": {"audio": [-1, spec.clip_samples]},
+                      "outputs": {"scores": [-1, len(cfg.labels)], "logmel": [-1, spec.num_frames, spec.n_mels]}}})
+
+    features_sig = [tf.TensorSpec([1, spec.num_frames, spec.n_mels], tf.float32, name="features")]
+    audio_sig = [tf.TensorSpec([1, spec.clip_samples], tf.float32, name="audio")]
+
+    def on_features(features):
+        return {"scores": model(features, training=False)}
+
+    def on_audio(audio):
+        logmel = tf_logmel(audio, spec)
+        return {"scores": model(logmel, training=False), "logmel": logmel}
+
+    feature_io = {"inputs": {"features": [1, spec.num_frames, spec.n_mels]}, "outputs": {"scores": [1, len(cfg.labels)]}}
+    convert_tflite(model, on_features, features_sig, out / "model_float32.tflite")
+    add("tflite", "float32", "features", "model_float32.tflite", io=feature_io)
+    convert_tflite(model, on_audio, audio_sig, out / "model_audio_float32.tflite")
+    add("tflite", "float32", "audio", "model_audio_float32.tflite",
+        io={"inputs": {"audio": [1, spec.clip_samples]},
+            "outputs": {"scores": [1, len(cfg.labels)], "logmel": [1, spec.num_frames, spec.n_mels]}})
+    convert_tflite(model, on_features, features_sig, out / "model_dynamic_range.tflite", optimize="dynamic_range")
+    add("tflite", "dynamic_range", "features", "model_dynamic_range.tflite", io=feature_io)
+
+    calibration = representative_examples(cfg, cfg.export.int8_calibration_examples)
+    unrolled = inference_model(cfg, unroll=True)
+
+    def on_features_unrolled(features):
+        return {"scores": unrolled(features, training=False)}
+
+    def representative():
+        for example in calibration:
+            yield [example[None]]
+
+    convert_tflite(unrolled, on_features_unrolled, features_sig, out / "model_int8.tflite", optimize="int8",
+                   representative=representative)
+    add("tflite", "int8", "features", "model_int8.tflite", io=feature_io)
+
+    step = StreamingStep(model, spec)
+    step_specs = step.input_specs()
+    stream_io = {"inputs": {name: list(s.shape) for name, s in step_specs.items()},
+                 "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in step_specs.items()
+                                                               if n != "audio_hop"}},
+                 "hop_samples": step.hop, "flush_hops": step.delay,
+                 "usage": "start from all-zero state; per hop feed audio_hop and the previous call's new_* outputs "
+                          "as the state inputs; scores after a clip plus flush_hops zero hops equal the 1-s model's"}
+    convert_tflite(model, step.tf_fn(), [step_specs], out / "model_streaming.tflite")
+    add("tflite", "streaming", "audio", "model_streaming.tflite", io=stream_io)
+
+    def representative_stream():
+        for states in streaming_calibration(step, cfg, count=cfg.export.int8_calibration_examples):
+            yield states
+
+    convert_tflite(model, step.tf_fn(), [step_specs], out / "model_streaming_int8.tflite", optimize="int8",
+                   representative=representative_stream)
+    add("tflite", "streaming_int8", "audio", "model_streaming_int8.tflite", io=stream_io)
+
+    (out / "labels.txt").write_text("".join(label + "\n" for label in cfg.labels))
+    manifest = {
+        "run": cfg.run.name, "labels": cfg.labels, "feature_spec": spec.to_dict(),
+        "metrics": json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {},
+        "model": json.loads((run_dir / "train_summary.json").read_text()).get("model_args", {}),
+        "parameters": int(model.count_params()), "artifacts": artifacts, "config": cfg.to_dict(),
+        "export_seconds": round(time.time() - t0, 1),
+    }
+    (out / "export.json").write_text(json.dumps(manifest, indent=1))
+    publish(out, run_dir)
+    print(f"export: {len(artifacts)} artifacts in {time.time() - t0:.0f} s -> {run_dir / 'export.json'} "
+          "(verify adds the checks, writes manifest.json)")
+    return run_dir / "export.json"
+
+
+def streaming_calibration(step: StreamingStep, cfg: Config, *, count: int):
+    """Representative inputs for the int8 streaming model: real states met while streaming training clips."""
+    import tensorflow as tf
+
+    from pipeline.features import load_clip
+    from pipeline.prepare import read_rows
+
+    rows = read_rows(cfg.prepared_dir, "train")
+    rng = np.random.default_rng(cfg.run.seed)
+    clips = max(1, count // 10)
+    step_fn = tf.function(step.tf_fn())
+    for i in rng.choice(len(rows), size=min(clips, len(rows)), replace=False):
+        try:
+            audio = load_clip(rows[i], step.spec)
+        except Exception:
+            continue
+        state = step.geometry.zero_state()
+        padded = np.concatenate([audio, np.zeros(step.delay * step.hop, np.float32)])
+        hops = range(0, len(padded) - step.hop + 1, step.hop)
+        keep = set(rng.choice(len(hops), size=min(10, len(hops)), replace=False).tolist())
+        for k, start in enumerate(hops):
+            inputs = dict(state, audio_hop=padded[None, start:start + step.hop])
+            if k in keep:
+                yield {name: np.asarray(v, np.float32) for name, v in inputs.items()}
+            out = step_fn({n: tf.constant(v) for n, v in inputs.items()})
+            state = {name: out[f"new_{name}"].numpy() for name in state}
+
+
+def publish(staging: Path, run_dir: Path) -> None:
+    """Move staged exports into the run folder; export.json goes last, so it only names complete files.
+    The old manifest.json goes first: it described the previous artifacts."""
+    (run_dir / "manifest.json").unlink(missing_ok=True)
+    (run_dir / "export.json").unlink(missing_ok=True)
+    for item in sorted(staging.iterdir(), key=lambda p: p.name == "export.json"):
+        target = run_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        item.replace(target)
+    staging.rmdir()

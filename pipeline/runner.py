@@ -1,0 +1,176 @@
+"""The make-like stage runner, on doit.
+
+Each stage declares what it reads (file_dep: the stamp of the stage before it), what it writes
+(targets: its outputs and its own stamp) and which config keys it depends on (doit ``config_changed``).
+doit skips a stage while all three are unchanged, so a second run with nothing changed does no work,
+and changing a training key re-runs train and what follows, not features. The stamp
+``<run>/.stages/<stage>.json`` is written after the stage's outputs are complete; its content changes
+on every real run, which is what tells the next stage to run again.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from doit.reporter import ConsoleReporter
+from doit.tools import config_changed
+
+from pipeline.config import Config
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    doc: str
+    config_keys: tuple[str, ...]  # config sections / dotted keys whose change re-runs the stage
+    outputs: tuple[Path, ...]  # what must exist for the stage to count as done
+
+
+def stages(cfg: Config) -> list[Stage]:
+    """The stages of a config, in order. The dataset comes from synth (demo) or download."""
+    run_dir = cfg.run_dir
+    first = (Stage("synth", "synthesize the demo dataset with espeak-ng", ("synth", "run.seed", "features.sample_rate",
+                   "features.clip_samples", "task.validation_percentage", "task.testing_percentage"), (cfg.dataset_dir,))
+             if cfg.dataset.source == "synth" else
+             Stage("download", "download, verify and extract the dataset archives", ("dataset",),
+                   (cfg.dataset_dir,) + ((cfg.test_dataset_dir,) if cfg.dataset.test_url else ())))
+    return [
+        first,
+        Stage("prepare", "standard splits, _silence_/_unknown_, split report", ("dataset", "task", "run.seed"),
+              (cfg.prepared_dir / "report.json",)),
+        Stage("features", "librosa log-mel cache (+ augmented copies)", ("features", "augment"),
+              (cfg.features_dir / "stats.json",)),
+        Stage("train", "train the stacked GRU", ("model", "train", "run.seed"),
+              (run_dir / "model.keras", run_dir / "train_summary.json")),
+        Stage("evaluate", "test-split metrics and plots", (),
+              (run_dir / "metrics.json", run_dir / "confusion_matrix.png")),
+        Stage("export", "SavedModel + TFLite variants", ("export",), (run_dir / "export.json",)),
+        Stage("verify", "run every artifact on the test split, write manifest.json", (), (run_dir / "manifest.json",)),
+    ]
+
+
+def stamp_path(cfg: Config, stage: str) -> Path:
+    return cfg.run_dir / ".stages" / f"{stage}.json"
+
+
+def _action(cfg: Config, stage: Stage, errors: list[str]):
+    def action():
+        from pipeline.errors import known_error_message
+
+        module = importlib.import_module(f"pipeline.{stage.name}")
+        t0 = time.time()
+        try:
+            module.run(cfg)
+        except Exception as e:  # a known error is one line; anything else keeps its traceback
+            message = known_error_message(e)
+            if message is None:
+                raise
+            errors.append(f"{stage.name}: {message}")
+            return False
+        stamp = stamp_path(cfg, stage.name)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stamp.with_name(stamp.name + ".part")
+        tmp.write_text(json.dumps({"stage": stage.name, "seconds": round(time.time() - t0, 2),
+                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   "outputs": [str(p) for p in stage.outputs]}, indent=1))
+        tmp.replace(stamp)
+        return True
+
+    return action
+
+
+class StageReporter(ConsoleReporter):
+    """One line per stage: ran / up to date; failures are reported by the CLI as one line."""
+
+    desc = "stage lines"
+
+    def execute_task(self, task):
+        self.write(f"==> {task.name}\n")
+
+    def skip_uptodate(self, task):
+        self.write(f"--  {task.name}: up to date\n")
+
+    def add_failure(self, task, fail):
+        self.failures.append({"task": task, "exception": fail})
+
+    def complete_run(self):
+        for failure in self.failures:
+            text = failure["exception"].get_msg()
+            if "Python Task failed" in text and "returned False" in text:
+                continue  # a known error, already turned into one line
+            sys.stderr.write(text)
+
+
+def task_namespace(cfg: Config, errors: list[str]) -> dict:
+    """A doit module namespace: one task_<stage> generator per stage."""
+    ns = {}
+    previous = None
+    for stage in stages(cfg):
+        file_dep = [str(stamp_path(cfg, previous.name))] if previous else []
+        keys = {key: _lookup(cfg, key) for key in stage.config_keys}
+        task = {
+            "basename": stage.name, "doc": stage.doc, "actions": [_action(cfg, stage, errors)],
+            "file_dep": file_dep, "targets": [str(p) for p in stage.outputs] + [str(stamp_path(cfg, stage.name))],
+            "uptodate": [config_changed(json.dumps(keys, sort_keys=True, default=str))], "verbosity": 2,
+        }
+        ns[f"task_{stage.name}"] = (lambda t=task: t)
+        previous = stage
+    ns["DOIT_CONFIG"] = {"dep_file": str(cfg.run_dir / ".stages" / "doit.sqlite"), "backend": "sqlite3",
+                         "reporter": StageReporter, "verbosity": 2}
+    return ns
+
+
+def _lookup(cfg: Config, key: str):
+    import dataclasses
+
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+
+
+def _doit(cfg: Config, args: list[str], errors: list[str]) -> int:
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    (cfg.run_dir / ".stages").mkdir(parents=True, exist_ok=True)
+    return DoitMain(ModuleTaskLoader(task_namespace(cfg, errors)), config_filenames=()).run(args)
+
+
+def run_stages(cfg: Config, targets: list[str]) -> int:
+    """Run the named stages (and what they need) unless up to date. Returns an exit code."""
+    errors: list[str] = []
+    names = [s.name for s in stages(cfg)]
+    for target in targets:
+        if target not in names:
+            print(f"error: stage {target!r} is not in this config's pipeline ({' -> '.join(names)})", file=sys.stderr)
+            return 2
+    t0 = time.time()
+    code = _doit(cfg, ["run", *targets], errors)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if code == 0:
+        print(f"done in {time.time() - t0:.1f} s; outputs in {cfg.run_dir}")
+    return code
+
+
+def status(cfg: Config) -> int:
+    """Print which stages are up to date."""
+    import io
+    from contextlib import redirect_stdout
+
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        code = _doit(cfg, ["list", "--all", "--status"], [])
+    state = {}
+    for line in buffer.getvalue().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("R", "U", "I"):
+            state[parts[1]] = {"R": "needs to run", "U": "up to date", "I": "ignored"}[parts[0]]
+    for stage in stages(cfg):
+        print(f"{stage.name:10s} {state.get(stage.name, 'unknown'):14s} {stage.doc}")
+    return code

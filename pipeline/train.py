@@ -1,0 +1,176 @@
+"""Train stage: the stacked GRU on the cached log-mel features.
+
+tf.data reads the memmapped cache (one of the cached augmented versions per clip per epoch, see
+features.py), applies SpecAugment, and feeds ``model.fit``. Best-validation checkpointing, early
+stopping, cosine LR with warmup, CSV history, TensorBoard logs, and BackupAndRestore so an interrupted
+run resumes from its last finished epoch.
+
+Outputs in ``cfg.run_dir``: model.keras (best validation accuracy), history.csv, logs/ (TensorBoard),
+train_summary.json (devices, cuDNN eligibility, parameter count, timing).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, ConfigError
+from pipeline.features import load_split, load_stats
+
+
+def make_dataset(features: np.ndarray, labels: np.ndarray, *, num_classes: int, batch_size: int, training: bool,
+                 seed: int, augment: dict | None = None, mean: np.ndarray | None = None):
+    """tf.data over cached features [versions, N, T, M] -> (float32 [B, T, M], one-hot [B, C]).
+
+    When training: reshuffled each epoch, one random cached version per clip, SpecAugment masks.
+    """
+    import tensorflow as tf
+
+    versions, n, frames, mels = features.shape
+    rng = np.random.default_rng(seed)
+
+    def gather(idx: np.ndarray):
+        idx = np.sort(idx)  # sorted reads are kinder to a memmap
+        version = rng.integers(versions, size=len(idx)) if training else np.zeros(len(idx), int)
+        return features[version, idx].astype(np.float32), labels[idx].astype(np.int32)
+
+    ds = tf.data.Dataset.range(n)
+    if training:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.float32, tf.int32]), num_parallel_calls=1)
+    ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, frames, mels]), tf.one_hot(tf.ensure_shape(y, [None]), num_classes)))
+    if training and augment:
+        from pipeline.specaugment import spec_augment
+
+        fill = tf.constant(np.asarray(mean, np.float32))
+        ds = ds.unbatch().map(lambda x, y: (spec_augment(x, fill=fill, **augment), y),
+                              num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def strategy_for(name: str):
+    """tf.distribute strategy for train.distribute (none | mirrored | multi_worker)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("config key train.distribute: multi_worker needs TF_CONFIG set (see README, 'Scale-out')")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_from_config(cfg: Config, stats: dict, **overrides):
+    from pipeline.model import build_model
+
+    m = cfg.model
+    kwargs = dict(num_frames=len_frames(stats), n_mels=stats["feature_spec"]["n_mels"], num_classes=len(stats["labels"]),
+                  gru_units=m.gru_units, dense_units=m.dense_units, dropout=m.dropout,
+                  mean=np.array(stats["mean"]), variance=np.array(stats["variance"]))
+    kwargs.update(overrides)
+    return build_model(**kwargs)
+
+
+def len_frames(stats: dict) -> int:
+    spec = stats["feature_spec"]
+    return 1 + spec["clip_samples"] // spec["hop_length"]
+
+
+def run(cfg: Config) -> Path:
+    import keras
+    import tensorflow as tf
+
+    from pipeline.model import cudnn_blockers
+
+    t0 = time.time()
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stats = load_stats(cfg.features_dir)
+    labels = stats["labels"]
+    if labels != cfg.labels:
+        raise RuntimeError(f"feature cache {cfg.features_dir} has labels {labels}, config wants {cfg.labels}")
+    keras.utils.set_random_seed(cfg.run.seed)
+    t = cfg.train
+    if t.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    devices = [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"train: devices {', '.join(devices)}" + ("" if gpus else " (no GPU: CPU kernels)"))
+
+    x_train, y_train = load_split(cfg.features_dir, "train")
+    x_val, y_val = load_split(cfg.features_dir, "validation")
+    a = cfg.augment
+    augment = {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
+               "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
+    strategy = strategy_for(t.distribute)
+    global_batch = t.batch_size * strategy.num_replicas_in_sync
+    train_ds = make_dataset(x_train, y_train, num_classes=len(labels), batch_size=global_batch, training=True,
+                            seed=cfg.run.seed, augment=augment, mean=np.array(stats["mean"]))
+    val_ds = make_dataset(x_val, y_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
+    steps_per_epoch = int(np.ceil(len(y_train) / global_batch))
+
+    with strategy.scope():
+        model = build_from_config(cfg, stats)
+        blockers = cudnn_blockers(model)
+        for layer, bad in blockers.items():
+            print(f"train: {layer}: " + ("cuDNN-eligible" if not bad else "NOT cuDNN-eligible: " + "; ".join(bad))
+                  + ("" if gpus else " (CPU run: generic kernel)"))
+        offending = {k: v for k, v in blockers.items() if v}
+        if t.require_cudnn and offending:
+            layer, bad = next(iter(offending.items()))
+            raise ConfigError(f"train.require_cudnn: layer {layer} can't use the cuDNN kernel: {bad[0]}")
+        if t.require_cudnn and not gpus:
+            raise ConfigError("train.require_cudnn: no GPU visible to TensorFlow (install the [gpu] extra)")
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
+            warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+        if t.mixed_precision:
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+                      metrics=["accuracy"], jit_compile=t.jit_compile)
+
+    work = run_dir / "train.partial"
+    work.mkdir(exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup")),
+        keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=t.patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False),
+    ]
+    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
+                        verbose=1 if os.isatty(1) else 2)
+    seconds = time.time() - t0
+    best = keras.models.load_model(work / "best.keras", compile=False)
+    best_val = max(history.history.get("val_accuracy", [float("nan")]))
+    summary = {
+        "devices": devices, "gpu": bool(gpus), "cudnn_blockers": blockers, "distribute": t.distribute,
+        "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision,
+        "parameters": int(best.count_params()), "epochs_run": len(history.history.get("loss", [])),
+        "best_val_accuracy": float(best_val), "train_examples": int(len(y_train)),
+        "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.history.get("loss", [])) / seconds, 1),
+        "model_args": {"gru_units": cfg.model.gru_units, "dense_units": cfg.model.dense_units,
+                       "dropout": cfg.model.dropout},
+        "labels": labels, "feature_spec": stats["feature_spec"],
+    }
+    # publish: history and logs first, the model last, each by rename
+    for name in ("history.csv", "logs"):
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        (work / name).replace(target)
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    (work / "best.keras").replace(run_dir / "model.keras")
+    shutil.rmtree(work)
+    print(f"train: best val accuracy {best_val:.4f} after {summary['epochs_run']} epochs, "
+          f"{summary['parameters']} parameters, {seconds:.0f} s")
+    return run_dir / "model.keras"

@@ -1,0 +1,86 @@
+"""Config loading: unknown keys, wrong types and bad ranges are one-line errors naming the key."""
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+DEMO = "configs/demo.yaml"
+
+
+def test_demo_config_loads_with_contract_keys():
+    cfg = load_config(DEMO)
+    assert cfg.run.name == "demo"
+    assert cfg.dataset.url is None and cfg.dataset.sha256 is None and cfg.dataset.test_url is None
+    assert cfg.task.labels == 12 and len(cfg.labels) == 12
+    assert cfg.labels[:2] == ["_silence_", "_unknown_"]
+
+
+@pytest.mark.parametrize("path", ["configs/speech_commands_v2_12.yaml", "configs/speech_commands_v2_35.yaml",
+                                  "configs/speech_commands_v1_12.yaml"])
+def test_real_dataset_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.dataset.source == "download" and cfg.dataset.url.startswith("http")
+
+
+def test_set_overrides_dotted_keys_with_yaml_values():
+    cfg = load_config(DEMO, ["train.epochs=3", "model.gru_units=[32, 16]", "dataset.test_url=null", "run.name=x"])
+    assert cfg.train.epochs == 3 and cfg.model.gru_units == [32, 16] and cfg.run.name == "x"
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    assert load_config(DEMO, ["train.learning_rate=1"]).train.learning_rate == 1.0
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epoch=3", "train.epoch"),
+    ("trian.epochs=3", "trian"),
+    ("model.gru_units.x=1", "model.gru_units"),
+])
+def test_unknown_key_is_an_error_naming_it(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, [override])
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=three", "train.epochs"),
+    ("train.epochs=2.5", "train.epochs"),
+    ("train.mixed_precision=maybe", "train.mixed_precision"),
+    ("model.gru_units=64", "model.gru_units"),
+    ("train.distribute=horovod", "train.distribute"),
+    ("task.labels=[yes, 3]", "task.labels"),
+])
+def test_wrong_type_is_an_error_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(DEMO, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("features.n_fft=400", "features.n_fft"),
+    ("model.gru_units=[64]", "model.gru_units"),
+    ("train.epochs=0", "train.epochs"),
+    ("task.labels=20", "task.labels"),
+    ("features.shard=3/2", "features.shard"),
+    ("features.fmax=9000", "features.fmax"),
+])
+def test_out_of_range_is_an_error_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(DEMO, [override])
+
+
+def test_unknown_key_in_yaml_file_is_an_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("run:\n  name: x\n  colour: blue\n")
+    with pytest.raises(ConfigError, match=r"run\.colour"):
+        load_config(path)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_feature_cache_key_ignores_training_keys_but_not_feature_keys():
+    base = load_config(DEMO)
+    assert load_config(DEMO, ["train.epochs=1"]).features_dir == base.features_dir
+    assert load_config(DEMO, ["features.n_mels=32"]).features_dir != base.features_dir
+    assert load_config(DEMO, ["run.name=other"]).dataset_dir == base.dataset_dir

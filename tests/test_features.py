@@ -1,0 +1,93 @@
+"""The one feature definition: librosa agreement, the in-graph TF/TFLite frontend, and bad audio."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.audio import AudioError, fit_length, load_audio
+from pipeline.feature_spec import FeatureSpec, logmel
+
+SPEC = FeatureSpec()
+
+
+def speechlike(seed=0, n=16000, sr=16000):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    tone = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) / (k + 1) for k, f in enumerate(rng.uniform(100, 3000, 6)))
+    envelope = np.exp(-((t - rng.uniform(0.3, 0.7)) ** 2) / 0.02)
+    return (0.3 * tone * envelope + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_logmel_equals_a_direct_librosa_call():
+    import librosa
+
+    audio = speechlike()
+    mel = librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=512, hop_length=160, win_length=400,
+                                         center=True, pad_mode="constant", n_mels=40, fmin=20, fmax=7600)
+    expected = 10 * np.log10(np.maximum(mel, 1e-10)).T
+    got = logmel(audio, SPEC)
+    assert got.shape == (101, 40) == SPEC.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_logmel_batched_equals_one_clip_at_a_time():
+    batch = np.stack([speechlike(s) for s in range(3)])
+    np.testing.assert_allclose(logmel(batch, SPEC), np.stack([logmel(c, SPEC) for c in batch]), atol=1e-4)
+
+
+def test_logmel_has_no_per_clip_normalization():
+    """Streaming-compatible: a quieter clip gives features lower by exactly 20*log10(gain) dB."""
+    audio = speechlike()
+    diff = logmel(audio, SPEC) - logmel(audio * 0.1, SPEC)
+    loud = logmel(audio * 0.1, SPEC) > -90
+    np.testing.assert_allclose(diff[loud], 20.0, atol=1e-3)
+
+
+def test_logmel_rejects_wrong_length():
+    with pytest.raises(ValueError, match="clip_samples"):
+        logmel(np.zeros(8000, np.float32), SPEC)
+
+
+def test_tf_frontend_matches_librosa_in_tf():
+    import tensorflow as tf
+
+    from pipeline.export import tf_logmel
+
+    audio = np.stack([speechlike(s) for s in range(4)])
+    got = tf_logmel(tf.constant(audio), SPEC).numpy()
+    assert np.abs(got - logmel(audio, SPEC)).max() < 1e-3
+
+
+@pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 1), (16000, 2)])
+def test_load_audio_resamples_and_mixes_down(tmp_path, rate, channels):
+    audio = speechlike(n=rate, sr=rate)
+    data = np.stack([audio] * channels, axis=1) if channels > 1 else audio
+    path = tmp_path / "x.wav"
+    sf.write(path, data, rate)
+    out = load_audio(path, sample_rate=16000)
+    assert out.dtype == np.float32 and out.ndim == 1 and abs(len(out) - 16000) <= 1
+
+
+@pytest.mark.parametrize("content, kwargs, message", [
+    (None, {}, "empty audio"),
+    (b"this is not audio", {}, "not a readable audio file"),
+    ("rate", {"resample": False}, "sample rate 8000 Hz, expected 16000"),
+    ("stereo", {"mixdown": False}, "2 channels, expected mono"),
+])
+def test_bad_audio_is_one_line_naming_the_file(tmp_path, content, kwargs, message):
+    path = tmp_path / "bad.wav"
+    if content is None:
+        sf.write(path, np.zeros(0, np.float32), 16000)
+    elif content == "rate":
+        sf.write(path, np.zeros(800, np.float32), 8000)
+    elif content == "stereo":
+        sf.write(path, np.zeros((800, 2), np.float32), 16000)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(AudioError) as e:
+        load_audio(path, sample_rate=16000, **kwargs)
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fit_length_pads_and_crops():
+    assert fit_length(np.ones(10, np.float32), 16).tolist() == [1] * 10 + [0] * 6
+    assert fit_length(np.arange(20, dtype=np.float32), 16).tolist() == list(range(16))
