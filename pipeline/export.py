@@ -11,7 +11,9 @@ Artifacts (all TFLite ones are builtin ops only, static batch 1):
     model_dynamic_range.tflite   int8 weights, float activations
     model_int8.tflite            full integer (unrolled GRU: the WHILE-op GRU crashes the int8 converter)
     model_streaming.tflite       one 10-ms hop of audio + state in, scores + new state out
-    model_streaming_int8.tflite  the same, full integer
+    model_streaming_frontend.tflite + model_streaming_int8.tflite
+                                 the same split in two: float frontend (hop -> log-mel frame), full-int8
+                                 network step (frame + GRU states -> scores + states)
 The export-only model variants (audio frontend, unrolled, streaming step) live here, not in model.py.
 """
 from __future__ import annotations
@@ -171,20 +173,28 @@ class StreamingStep:
             specs[name] = tf.TensorSpec([1, layer.units], tf.float32, name=name)
         return specs
 
-    def __call__(self, audio_hop, buffer, warmup, **states):
+    def frontend(self, audio_hop, buffer, warmup) -> dict:
+        """Audio hop + sample buffer -> the log-mel frame this hop completes [1, M], and whether it is real."""
         import tensorflow as tf
 
         spec = self.spec
         context = tf.concat([buffer, audio_hop], axis=1)  # [1, buffer_len + hop]
         frame = context[:, :spec.win_length] * tf.constant(np.hanning(spec.win_length + 1)[:-1].astype(np.float32))
         spectrum = tf.signal.rfft(frame, fft_length=[spec.n_fft])
-        logmel = _power_to_logmel(tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2, spec)  # [1, M]
-        ready = tf.cast(warmup >= self.delay - 1, tf.float32)  # [1, 1]: does this hop complete a frame?
+        return {"logmel": _power_to_logmel(tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2, spec),
+                "ready": tf.cast(warmup >= self.delay - 1, tf.float32),  # [1, 1]: does this hop complete a frame?
+                "new_buffer": context[:, self.hop:],
+                "new_warmup": tf.minimum(warmup + 1.0, float(self.delay - 1))}
+
+    def network(self, logmel, **states) -> dict:
+        """One log-mel frame [1, M] + GRU states -> scores + new GRU states (the cuDNN GRU equations)."""
+        import tensorflow as tf
+
         norm = self.model.get_layer("normalize")
         mean = tf.reshape(tf.convert_to_tensor(norm.mean), [1, -1])
         std = tf.maximum(tf.sqrt(tf.reshape(tf.convert_to_tensor(norm.variance), [1, -1])), 1e-7)  # as keras
         x = (logmel - mean) / std
-        outputs = {"new_buffer": context[:, self.hop:], "new_warmup": tf.minimum(warmup + 1.0, float(self.delay - 1))}
+        outputs = {}
         for layer, name in zip(self.grus, self.state_names):
             h = states[name]
             kernel, recurrent, bias = (w.value for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
@@ -193,13 +203,25 @@ class StreamingStep:
             z = tf.sigmoid(x_z + h_z)
             r = tf.sigmoid(x_r + h_r)
             candidate = tf.tanh(x_h + r * h_h)  # reset gate after the recurrent matmul (reset_after=True)
-            new_h = z * h + (1.0 - z) * candidate
-            new_h = ready * new_h + (1.0 - ready) * h
-            outputs[f"new_{name}"] = new_h
-            x = new_h
-        scores = self.model.get_layer("scores")(self.model.get_layer("dense")(x))
-        outputs["scores"] = scores
+            x = outputs[f"new_{name}"] = z * h + (1.0 - z) * candidate
+        outputs["scores"] = self.model.get_layer("scores")(self.model.get_layer("dense")(x))
         return outputs
+
+    def __call__(self, audio_hop, buffer, warmup, **states) -> dict:
+        front = self.frontend(audio_hop, buffer, warmup)
+        net = self.network(front["logmel"], **states)
+        ready = front["ready"]
+        outputs = {"new_buffer": front["new_buffer"], "new_warmup": front["new_warmup"], "scores": net["scores"]}
+        for name in self.state_names:  # a hop that completes no frame leaves the GRU states alone
+            outputs[f"new_{name}"] = ready * net[f"new_{name}"] + (1.0 - ready) * states[name]
+        return outputs
+
+    def network_specs(self) -> dict:
+        import tensorflow as tf
+
+        specs = {"logmel": tf.TensorSpec([1, self.spec.n_mels], tf.float32, name="logmel")}
+        specs.update({name: spec for name, spec in self.input_specs().items() if name.endswith("_state")})
+        return specs
 
     def tf_fn(self):
         """A single-argument function (dict of inputs) for ExportArchive."""
@@ -217,7 +239,7 @@ def stream_clip_numpy(run_step, geometry: StreamGeometry, audio: np.ndarray) -> 
         out = run_step(inputs)
         state = {name: out[f"new_{name}"] for name in state}
         scores = out["scores"]
-    return np.asarray(scores)[0]
+    return None if scores is None else np.asarray(scores)[0]
 
 
 # ---- the stage -------------------------------------------------------------------------------
@@ -339,13 +361,26 @@ def run(cfg: Config) -> Path:
     convert_tflite(model, step.tf_fn(), [step_specs], out / "model_streaming.tflite")
     add("tflite", "streaming", "audio", "model_streaming.tflite", io=stream_io)
 
-    def representative_stream():
-        for states in streaming_calibration(step, cfg, count=cfg.export.int8_calibration_examples):
-            yield states
-
-    convert_tflite(model, step.tf_fn(), [step_specs], out / "model_streaming_int8.tflite", optimize="int8",
-                   representative=representative_stream)
-    add("tflite", "streaming_int8", "audio", "model_streaming_int8.tflite", io=stream_io)
+    # Full-int8 streaming: an int8 power spectrum would lose its ~100 dB range, so the frontend stays a
+    # small float model (like a device's DSP frontend) and the network step is full integer.
+    frontend_specs = {n: step_specs[n] for n in ("audio_hop", "buffer", "warmup")}
+    convert_tflite(model, lambda inputs: step.frontend(**inputs), [frontend_specs], out / "model_streaming_frontend.tflite")
+    add("tflite", "streaming_frontend", "audio", "model_streaming_frontend.tflite",
+        io={"inputs": {n: list(s.shape) for n, s in frontend_specs.items()},
+            "outputs": {"logmel": [1, spec.n_mels], "ready": [1, 1], "new_buffer": [1, step.buffer_len], "new_warmup": [1, 1]},
+            "hop_samples": step.hop, "flush_hops": step.delay,
+            "usage": "per hop: feed audio_hop + previous new_buffer/new_warmup; when ready == 1, feed logmel to "
+                     "model_streaming_int8.tflite with its previous new_gru_*_state outputs"})
+    calibration_steps = list(streaming_calibration(step, cfg, count=cfg.export.int8_calibration_examples))
+    network_specs = step.network_specs()
+    convert_tflite(model, lambda inputs: step.network(**inputs), [network_specs], out / "model_streaming_int8.tflite",
+                   optimize="int8", representative=lambda: iter(calibration_steps))
+    add("tflite", "streaming_int8", "features", "model_streaming_int8.tflite",
+        frontend="model_streaming_frontend.tflite",
+        io={"inputs": {n: list(s.shape) for n, s in network_specs.items()},
+            "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in network_specs.items()
+                                                           if n.endswith("_state")}},
+            "usage": "one log-mel frame from model_streaming_frontend.tflite per ready hop, plus the GRU states"})
 
     (out / "labels.txt").write_text("".join(label + "\n" for label in cfg.labels))
     manifest = {
@@ -363,7 +398,8 @@ def run(cfg: Config) -> Path:
 
 
 def streaming_calibration(step: StreamingStep, cfg: Config, *, count: int):
-    """Representative inputs for the int8 streaming model: real states met while streaming training clips."""
+    """Representative inputs of the int8 network step: real (log-mel frame, GRU states) met while
+    streaming training clips through the float step."""
     import tensorflow as tf
 
     from pipeline.features import load_clip
@@ -371,23 +407,29 @@ def streaming_calibration(step: StreamingStep, cfg: Config, *, count: int):
 
     rows = read_rows(cfg.prepared_dir, "train")
     rng = np.random.default_rng(cfg.run.seed)
-    clips = max(1, count // 10)
-    step_fn = tf.function(step.tf_fn())
-    for i in rng.choice(len(rows), size=min(clips, len(rows)), replace=False):
+    front_fn = tf.function(lambda inputs: step.frontend(**inputs))
+    net_fn = tf.function(lambda inputs: step.network(**inputs))
+    per_clip = 10
+    for i in rng.choice(len(rows), size=min(max(1, count // per_clip), len(rows)), replace=False):
         try:
             audio = load_clip(rows[i], step.spec)
-        except Exception:
+        except Exception:  # an undecodable clip is simply not used for calibration
             continue
         state = step.geometry.zero_state()
         padded = np.concatenate([audio, np.zeros(step.delay * step.hop, np.float32)])
-        hops = range(0, len(padded) - step.hop + 1, step.hop)
-        keep = set(rng.choice(len(hops), size=min(10, len(hops)), replace=False).tolist())
-        for k, start in enumerate(hops):
-            inputs = dict(state, audio_hop=padded[None, start:start + step.hop])
+        starts = range(0, len(padded) - step.hop + 1, step.hop)
+        keep = set(rng.choice(len(starts), size=min(per_clip, len(starts)), replace=False).tolist())
+        for k, start in enumerate(starts):
+            front = front_fn({"audio_hop": tf.constant(padded[None, start:start + step.hop]),
+                              "buffer": tf.constant(state["buffer"]), "warmup": tf.constant(state["warmup"])})
+            state["buffer"], state["warmup"] = front["new_buffer"].numpy(), front["new_warmup"].numpy()
+            if front["ready"].numpy()[0, 0] < 1:
+                continue
+            inputs = {"logmel": front["logmel"].numpy(), **{n: state[n] for n in step.state_names}}
             if k in keep:
-                yield {name: np.asarray(v, np.float32) for name, v in inputs.items()}
-            out = step_fn({n: tf.constant(v) for n, v in inputs.items()})
-            state = {name: out[f"new_{name}"].numpy() for name in state}
+                yield inputs
+            net = net_fn({n: tf.constant(v) for n, v in inputs.items()})
+            state.update({n: net[f"new_{n}"].numpy() for n in step.state_names})
 
 
 def publish(staging: Path, run_dir: Path) -> None:
