@@ -138,6 +138,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     int8_calibration_examples: int = 200  # representative examples from the train split
+    long_audio_minutes: float = 10.0  # synthesized recording for recall / false alarms per hour (0 = skip)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ def _lookup(cfg: Config, key: str):
 
 
 def _doit(cfg: Config, args: list[str], errors: list[str]) -> int:
+    import absl.logging  # noqa: F401  bind its handler to the real stderr before doit wraps the streams
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 

@@ -222,6 +222,13 @@ def run(cfg: Config) -> Path:
             print(f"verify: {name:34s} log-mel max|diff| {checks['logmel_max_abs_diff_db']:.2e} dB")
         art["checks"] = checks
 
+    if cfg.export.long_audio_minutes > 0:
+        from pipeline.detect import long_audio_eval
+
+        manifest["long_audio"] = long_audio_eval(cfg, run_dir, manifest, minutes=cfg.export.long_audio_minutes)
+        la = manifest["long_audio"]
+        print(f"verify: long audio ({la['minutes']} min, {la['keywords']} keywords): recall {la['recall']:.3f} at "
+              f"{la['false_alarms_per_hour']:.1f} false alarms/hour (threshold {la['threshold']}) -> det_curve.png")
     manifest["verified"] = {"keras_test_accuracy": round(keras_accuracy, 6), "ok": not failures, "failures": failures,
                             "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tmp = run_dir / "manifest.json.part"

@@ -1,0 +1,176 @@
+"""Every stage end to end through the CLI, on a tiny synthesized dataset (real espeak, librosa, TF, TFLite).
+
+One module-scoped run is shared by the assertions; the re-run checks reuse its folders.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "run.name=tiny",
+    "synth.voices=[en, en-us]",
+    "synth.variants=[m1, m2, m3, m4, m5, m6, m7, f1, f2, f3, f4, f5, croak, klatt, klatt2, whisper, Alex, Andy, Annie, "
+    "Denis, Gene, Jacky, Lee, Mario, Michael, Mike, Storm, adam, anika, aunty]",
+    "synth.unknown_per_speaker=1",
+    "synth.noise_seconds=5",
+    "task.validation_percentage=20",
+    "task.testing_percentage=20",
+    "model.gru_units=[16, 16]",
+    "model.dense_units=16",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "export.int8_calibration_examples=20",
+    "export.long_audio_minutes=0.5",
+]
+
+
+def cli(*args, tmp: Path, extra=()):
+    cmd = [sys.executable, "-m", "pipeline", *args]
+    if args[0] not in ("predict", "detect"):
+        for item in TINY + [f"paths.data={tmp / 'data'}", f"paths.exports={tmp / 'exports'}", *extra]:
+            cmd += ["--set", item]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    result = cli("all", tmp=tmp)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp, tmp / "exports" / "tiny", result
+
+
+def test_all_stages_write_the_contract_outputs(tiny_run):
+    _, run_dir, result = tiny_run
+    for stage in ("synth", "prepare", "features", "train", "evaluate", "export", "verify"):
+        assert f"==> {stage}" in result.stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    labels = (run_dir / "labels.txt").read_text().split()
+    assert manifest["labels"] == labels == metrics["labels"] and len(labels) == 12
+    assert set(manifest["feature_spec"]) >= {"sample_rate", "clip_samples", "n_fft", "win_length", "hop_length",
+                                             "n_mels", "fmin", "fmax", "center", "log"}
+    assert metrics["num_test_examples"] == sum(v["support"] for v in metrics["per_class"].values()) > 0
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (12, 12) and cm.sum() == metrics["num_test_examples"]
+    assert abs(np.trace(cm) / cm.sum() - metrics["test_accuracy"]) < 1e-6
+    assert manifest["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    for picture in ("confusion_matrix.png", "training_curves.png"):
+        assert (run_dir / picture).read_bytes()[:4] == b"\x89PNG"
+    assert manifest["verified"]["ok"] is True
+    long_audio = manifest["long_audio"]
+    assert long_audio["keywords"] > 0 and 0 <= long_audio["recall"] <= 1 and long_audio["false_alarms_per_hour"] >= 0
+    assert (run_dir / "det_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run):
+    _, run_dir, _ = tiny_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    variants = {(a["kind"], a["variant"], a["input"]) for a in manifest["artifacts"]}
+    assert {("saved_model", "float32", "features"), ("tflite", "float32", "features"), ("tflite", "float32", "audio"),
+            ("tflite", "dynamic_range", "features"), ("tflite", "int8", "features"),
+            ("tflite", "streaming", "audio"), ("tflite", "streaming_int8", "features")} <= variants
+    for art in manifest["artifacts"]:
+        path = run_dir / art["path"]
+        assert path.exists() and art["bytes"] > 0 and len(art["sha256"]) == 64
+        checks = art["checks"]
+        if art["kind"] == "tflite":
+            assert checks["builtins_only"] and not any(op.startswith("Flex") for op in checks["ops"])
+        if art["variant"] in ("float32", "streaming"):
+            assert checks["max_abs_diff_vs_keras"] <= 1e-4 and checks["top1_agreement"] == 1.0
+        if "logmel_max_abs_diff_db" in checks:
+            assert checks["logmel_max_abs_diff_db_within_60db"] <= 1e-3
+    saved = next(a for a in manifest["artifacts"] if a["kind"] == "saved_model")
+    assert saved["checks"]["audio_signature"]["max_abs_diff_vs_keras"] <= 1e-4
+
+
+def test_saved_model_has_no_cudnn_ops_and_a_flexible_batch(tiny_run):
+    import tensorflow as tf
+
+    from pipeline.export import CUDNN_OP_TYPES, graph_op_types
+
+    _, run_dir, _ = tiny_run
+    assert not graph_op_types(run_dir / "saved_model") & set(CUDNN_OP_TYPES)
+    loaded = tf.saved_model.load(str(run_dir / "saved_model"))
+    for batch in (1, 3):
+        out = loaded.signatures["features"](features=tf.zeros([batch, 101, 40]))["scores"]
+        assert out.shape == (batch, 12)
+        np.testing.assert_allclose(out.numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_second_run_does_no_work(tiny_run):
+    tmp, run_dir, _ = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in (tmp / "exports").rglob("*") if p.is_file()}
+    result = cli("all", tmp=tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "==>" not in result.stdout and result.stdout.count("up to date") == 7
+    after = {p: p.stat().st_mtime_ns for p in (tmp / "exports").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_changing_a_training_key_reruns_train_and_later_stages_only(tiny_run):
+    tmp, run_dir, _ = tiny_run
+    features_stats = next((tmp / "data").glob("*_features_*/stats.json"))
+    stats_mtime = features_stats.stat().st_mtime_ns
+    model_mtime = (run_dir / "model.keras").stat().st_mtime_ns
+    result = cli("all", tmp=tmp, extra=["train.epochs=1"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stage in ("synth", "prepare", "features"):
+        assert f"--  {stage}: up to date" in result.stdout
+    for stage in ("train", "evaluate", "export", "verify"):
+        assert f"==> {stage}" in result.stdout
+    assert features_stats.stat().st_mtime_ns == stats_mtime
+    assert (run_dir / "model.keras").stat().st_mtime_ns != model_mtime
+    assert json.loads((run_dir / "train_summary.json").read_text())["epochs_run"] == 1
+
+
+def test_predict_prints_a_label_per_file_and_one_line_per_bad_file(tiny_run, tmp_path):
+    tmp, run_dir, _ = tiny_run
+    clip = next((tmp / "data").glob("synth_*/yes/*.wav"))
+    stereo_44k = tmp_path / "stereo.flac"
+    audio, rate = sf.read(clip)
+    import librosa
+
+    sf.write(stereo_44k, np.stack([librosa.resample(audio, orig_sr=rate, target_sr=44100)] * 2, axis=1), 44100)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    labels = (run_dir / "labels.txt").read_text().split()
+    for model in ("model_float32.tflite", "model_audio_float32.tflite", "model_streaming.tflite", "saved_model"):
+        result = cli("predict", str(run_dir / model), str(clip), str(stereo_44k), str(bad), "--json", "--top-k", "3", tmp=tmp)
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [line["file"] for line in lines] == [str(clip), str(stereo_44k)]
+        assert all(line["label"] in labels and len(line["top_k"]) == 3 for line in lines)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and str(bad) in errors[0]
+
+
+def test_detect_prints_time_stamped_detections(tiny_run, tmp_path):
+    tmp, run_dir, _ = tiny_run
+    clips = sorted((tmp / "data").glob("synth_*/yes/*.wav"))[:3]
+    audio = np.concatenate([np.concatenate([sf.read(c, dtype="float32")[0], np.zeros(8000, np.float32)]) for c in clips])
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, 16000)
+    result = cli("detect", str(run_dir), str(path), "--json", "--threshold", "0.0", tmp=tmp)
+    assert result.returncode == 0, result.stderr
+    detections = [json.loads(line) for line in result.stdout.splitlines()]
+    assert detections and all(0 <= d["time_s"] <= len(audio) / 16000 for d in detections)
+    times = [d["time_s"] for d in detections]
+    assert all(b - a >= 1.0 - 1e-6 for a, b in zip(times, times[1:]))  # refractory period
+
+
+def test_unknown_config_key_is_a_one_line_error(tmp_path):
+    result = cli("status", tmp=tmp_path, extra=["train.epochz=3"])
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown config key train.epochz")
+    assert len(result.stderr.strip().splitlines()) == 1
