@@ -30,9 +30,11 @@ import gzip
 import hashlib
 import json
 import os
+import queue
 import struct
 import sys
 import tarfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -95,10 +97,10 @@ def render_word(signature: list[dict], voice: dict, rng: np.random.Generator, *,
     t_word = 0.62 / voice["rate"] * rng.uniform(0.8, 1.2) * (0.7 + 0.15 * len(signature))
     n_word = min(int(t_word * rate), max(1, samples - 1))
     start = int(rng.integers(0, max(1, samples - n_word)))
-    out = rng.standard_normal(samples).astype(np.float32) * np.float32(10 ** (voice["noise_db"] / 20))
+    out = rng.standard_normal(samples, dtype=np.float32) * np.float32(10 ** (voice["noise_db"] / 20))
     f0 = voice["f0"] * rng.uniform(0.93, 1.07)
     scale = voice["formant_scale"] * rng.uniform(0.96, 1.04)
-    gain = rng.uniform(0.15, 0.7)
+    gain = rng.uniform(0.2, 0.9)
     pos = start
     for k, seg in enumerate(signature):
         n = n_word - (pos - start) if k == len(signature) - 1 else int(seg["share"] * n_word)
@@ -114,10 +116,10 @@ def render_word(signature: list[dict], voice: dict, rng: np.random.Generator, *,
             for f, a in zip(seg["formants"], seg["amps"]):
                 freq = np.minimum(f * scale * (1 + seg["glide"] * frac), 0.45 * rate)
                 sig += a * np.sin(2 * np.pi * np.cumsum(freq) / rate + rng.uniform(0, 2 * np.pi)).astype(np.float32)
-            sig *= pulse
+            sig *= pulse / np.float32(sum(seg["amps"]))
         else:
             band = min(seg["band"] * scale, 0.42 * rate)
-            sig = rng.standard_normal(n).astype(np.float32) * np.sin(2 * np.pi * band * t).astype(np.float32) * 0.6
+            sig = rng.standard_normal(n, dtype=np.float32) * np.sin(2 * np.pi * band * t).astype(np.float32) * 0.25
         env = np.sqrt(np.maximum(np.sin(np.pi * np.clip(frac, 0, 1)), 0))
         out[pos:pos + n] += gain * env.astype(np.float32) * sig
         pos += n
@@ -126,7 +128,7 @@ def render_word(signature: list[dict], voice: dict, rng: np.random.Generator, *,
 
 def noise_track(kind: str, rng: np.random.Generator, samples: int) -> np.ndarray:
     """Long background noise of a few colours, float32 [samples]."""
-    white = rng.standard_normal(samples).astype(np.float32)
+    white = rng.standard_normal(samples, dtype=np.float32)
     if kind == "white_noise":
         x = white
     elif kind in ("pink_noise", "running_tap"):
@@ -170,7 +172,12 @@ class _HashingFile:
 
 
 class TarGzWriter:
-    """Write tar members one at a time into gzip (nothing but the current member is held in memory)."""
+    """Write tar members one at a time into gzip; compression runs in a second thread (zlib releases the GIL).
+
+    Memory stays bounded: the current member, a 1 MiB buffer and at most 8 buffers queued for compression.
+    """
+
+    _BUFFER = 1 << 20
 
     def __init__(self, path: Path, *, compresslevel: int):
         self.path = Path(path)
@@ -179,14 +186,37 @@ class TarGzWriter:
         self.hashing = _HashingFile(self.raw)
         self.gz = gzip.GzipFile(filename="", fileobj=self.hashing, mode="wb", compresslevel=compresslevel, mtime=0)
         self.count = 0
+        self.offset = 0  # uncompressed bytes of tar written so far
         self.dirs: set[str] = set()
+        self._buf = bytearray()
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._compress, daemon=True)
+        self._thread.start()
+
+    def _compress(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.gz.write(chunk)
+                except BaseException as e:  # reported by the next _write / close
+                    self._error = e
+
+    def _write(self, data: bytes) -> None:
+        self._buf += data
+        self.offset += len(data)
+        if len(self._buf) >= self._BUFFER:
+            if self._error is not None:
+                raise self._error
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
 
     def _header(self, name: str, size: int, kind: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.type, info.mtime = size, kind, MTIME
         info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
         info.uname = info.gname = "speech"
-        self.gz.write(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+        self._write(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
 
     def add_dir(self, name: str) -> None:
         if name not in self.dirs:
@@ -194,25 +224,38 @@ class TarGzWriter:
             self._header(name.rstrip("/") + "/" if name != "." else "./", 0, tarfile.DIRTYPE)
 
     def add_file(self, name: str, data: bytes) -> None:
-        parent = name.rsplit("/", 1)[0]
-        self.add_dir(parent)
+        self.add_dir(name.rsplit("/", 1)[0])
         self._header(name, len(data), tarfile.REGTYPE)
-        self.gz.write(data)
+        self._write(data)
         pad = -len(data) % tarfile.BLOCKSIZE
         if pad:
-            self.gz.write(b"\0" * pad)
+            self._write(b"\0" * pad)
         self.count += 1
 
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def close(self) -> tuple[int, str]:
-        self.gz.write(b"\0" * (2 * tarfile.BLOCKSIZE))
-        written = self.gz.tell() if hasattr(self.gz, "tell") else 0
-        pad = -written % tarfile.RECORDSIZE
-        if pad:
-            self.gz.write(b"\0" * pad)
+        """End the archive (two zero blocks, padded to a full record), rename it; return (bytes, sha256)."""
+        self._write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        self._write(b"\0" * (-self.offset % tarfile.RECORDSIZE))
+        self._queue.put(bytes(self._buf))
+        self._buf.clear()
+        self._stop()
+        if self._error is not None:
+            raise self._error
         self.gz.close()
         self.raw.close()
         os.replace(self.partial, self.path)
         return self.hashing.size, self.hashing.digest.hexdigest()
+
+    def abort(self) -> None:
+        self._error = self._error or RuntimeError("aborted")
+        self._stop()
+        self.raw.close()
+        self.partial.unlink(missing_ok=True)
 
 
 # ---- the clip plan ------------------------------------------------------------------------------
@@ -284,7 +327,7 @@ def clip_bytes(kind: str | None, signature: list[dict], voice: dict, rng: np.ran
     seconds = {"short": rng.uniform(0.35, 0.95), "long": rng.uniform(1.02, 1.6)}.get(kind, 1.0)
     audio = render_word(signature, voice, rng, rate=rate, samples=int(round(seconds * rate)))
     if kind == "stereo":
-        audio = np.stack([audio, 0.8 * audio + 0.002 * rng.standard_normal(len(audio)).astype(np.float32)], axis=1)
+        audio = np.stack([audio, 0.8 * audio + 0.002 * rng.standard_normal(len(audio), dtype=np.float32)], axis=1)
     return wav_bytes(audio, rate)
 
 
@@ -411,8 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = build(args, words, rng, tar)
         size, digest = tar.close()
     except BaseException:
-        tar.raw.close()
-        tar.partial.unlink(missing_ok=True)
+        tar.abort()
         raise
     seconds = time.time() - t0
     summary = {"archive": str(args.out), "bytes": size, "sha256": digest, "members": tar.count,
