@@ -33,7 +33,7 @@ def bench_features(cfg: Config, *, clips: int, repeats: int) -> dict:
     import librosa
 
     from pipeline.feature_spec import FeatureSpec
-    from pipeline.features import _job, load_clip
+    from pipeline.features import _init_worker, _job, load_clip
     from pipeline.prepare import read_rows
 
     spec = FeatureSpec.from_config(cfg)
@@ -50,7 +50,7 @@ def bench_features(cfg: Config, *, clips: int, repeats: int) -> dict:
                                                  n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax)
             10 * np.log10(np.maximum(mel, 1e-10))
 
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
         pool.map(_job, jobs[:workers])  # warm the workers (imports) before timing
 
         def stage_path():

@@ -129,7 +129,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     patience: int = 8  # early stopping on validation accuracy
-    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"  # multi_worker reads TF_CONFIG
+    cpu_devices: int = 0  # > 0: split the CPU into this many logical devices (data-parallel tests without GPUs)
     mixed_precision: bool = False
     require_cudnn: bool = False
     jit_compile: bool = False

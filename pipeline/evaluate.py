@@ -79,7 +79,8 @@ def plot_training_curves(history_csv: Path, path: Path) -> None:
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
-        ax.plot(epochs, [float(r[key]) for r in rows], label=f"train {key}")
+        if rows and key in rows[0]:
+            ax.plot(epochs, [float(r[key]) for r in rows], label=f"train {key}")
         if rows and f"val_{key}" in rows[0]:
             ax.plot(epochs, [float(r[f"val_{key}"]) for r in rows], label=f"validation {key}")
         ax.set_xlabel("epoch")

@@ -92,6 +92,13 @@ def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: li
     return audio.astype(np.float32)
 
 
+def _init_worker() -> None:
+    """One BLAS/OpenMP thread per worker process: the processes already fill the cores."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _job(job: dict) -> dict:
     spec = FeatureSpec.from_dict(job["spec"])
     audio = np.zeros((len(job["rows"]), spec.clip_samples), np.float32)
@@ -113,71 +120,137 @@ def _job(job: dict) -> dict:
             "ok": ok, "failures": failures}
 
 
-def run(cfg: Config) -> Path:
-    out = cfg.features_dir
-    spec = FeatureSpec.from_config(cfg)
-    labels = cfg.labels
-    label_index = {label: i for i, label in enumerate(labels)}
-    rows = {split: read_rows(cfg.prepared_dir, split) for split in SPLITS}
+def _extract(cfg: Config, spec: FeatureSpec, rows: dict, ranges: dict, out: Path) -> dict:
+    """Features of rows[split][lo:hi] for every split into ``out`` (arrays as in the module docstring).
+    Returns the partial statistics: per-mel sums over clean train frames, counts, failures."""
+    label_index = {label: i for i, label in enumerate(cfg.labels)}
     noise_dir = cfg.dataset_dir / "_background_noise_"
-    noise_files = sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else []
     a = cfg.augment
-    augment = {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability,
-               "noise_volume": a.noise_volume, "noise_files": noise_files}
+    augment = {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability, "noise_volume": a.noise_volume,
+               "noise_files": sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else []}
+    arrays, valid, jobs = {}, {}, []
+    for split in SPLITS:
+        lo, hi = ranges[split]
+        versions = 1 + a.copies if split == "train" else 1
+        arrays[split] = np.lib.format.open_memmap(out / f"{split}.npy", mode="w+", dtype=np.float16,
+                                                  shape=(versions, hi - lo, *spec.shape))
+        valid[split] = np.ones(hi - lo, bool)
+        np.save(out / f"{split}_labels.npy", np.array([label_index[r["label"]] for r in rows[split][lo:hi]], np.int32))
+        for version in range(versions):
+            for start in range(lo, hi, cfg.features.batch_size):
+                stop = min(hi, start + cfg.features.batch_size)
+                jobs.append({"split": split, "version": version, "start": start, "offset": lo, "spec": spec.to_dict(),
+                             "rows": rows[split][start:stop], "seed": cfg.run.seed, "augment": augment})
+    total = sum(len(j["rows"]) for j in jobs)
+    partial = {"mel_sum": np.zeros(spec.n_mels), "mel_sumsq": np.zeros(spec.n_mels), "frames": 0, "failures": [],
+               "clips": total}
+    workers = cfg.features.workers or os.cpu_count() or 1
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool, \
+            tqdm(total=total, desc="features", unit="clip") as bar:
+        for res, job in zip(pool.imap(_job, jobs), jobs):  # ordered: pairs each result with its job
+            split, version, feats = job["split"], job["version"], res["features"]
+            at = job["start"] - job["offset"]
+            arrays[split][version, at:at + len(feats)] = feats
+            if version == 0:
+                valid[split][at:at + len(feats)] &= res["ok"]
+                partial["failures"].extend(res["failures"])
+                if split == "train":  # statistics of the clean training clips only
+                    good = feats[res["ok"]].astype(np.float64)
+                    partial["mel_sum"] += good.sum(axis=(0, 1))
+                    partial["mel_sumsq"] += (good**2).sum(axis=(0, 1))
+                    partial["frames"] += good.shape[0] * good.shape[1]
+            bar.update(len(feats))
+    for split in SPLITS:
+        arrays[split].flush()
+        np.save(out / f"{split}_valid.npy", valid[split])
+    partial["workers"] = workers
+    return partial
+
+
+def _shards_dir(cfg: Config) -> Path:
+    return cfg.features_dir.with_name(cfg.features_dir.name + ".shards")
+
+
+def _merge_shards(shards: list[Path], out: Path, spec: FeatureSpec, versions: dict) -> dict:
+    """Concatenate complete shard folders (in order) into ``out``; returns the summed partial statistics."""
+    partial = {"mel_sum": 0.0, "mel_sumsq": 0.0, "frames": 0, "failures": [], "clips": 0, "workers": 0}
+    for split in SPLITS:
+        parts = [np.load(d / f"{split}.npy", mmap_mode="r") for d in shards]
+        merged = np.lib.format.open_memmap(out / f"{split}.npy", mode="w+", dtype=np.float16,
+                                           shape=(versions[split], sum(p.shape[1] for p in parts), *spec.shape))
+        at = 0
+        for part in parts:
+            merged[:, at:at + part.shape[1]] = part
+            at += part.shape[1]
+        merged.flush()
+        for name in ("labels", "valid"):
+            np.save(out / f"{split}_{name}.npy", np.concatenate([np.load(d / f"{split}_{name}.npy") for d in shards]))
+    for d in shards:
+        p = json.loads((d / "partial.json").read_text())
+        for key in ("mel_sum", "mel_sumsq"):
+            partial[key] = partial[key] + np.array(p[key])
+        for key in ("frames", "clips"):
+            partial[key] += p[key]
+        partial["failures"] += p["failures"]
+        partial["workers"] = max(partial["workers"], p["workers"])
+    return partial
+
+
+def run(cfg: Config) -> Path:
+    """All features, or one shard (features.shard = "i/n"); a later run without shard merges the shards."""
+    out = cfg.features_dir
+    if (out / "stats.json").is_file():  # the folder name is a hash of the split index, spec and augmentation
+        print(f"features: {out} already complete")
+        return out
+    spec = FeatureSpec.from_config(cfg)
+    rows = {split: read_rows(cfg.prepared_dir, split) for split in SPLITS}
+    versions = {split: 1 + cfg.augment.copies if split == "train" else 1 for split in SPLITS}
+    t0 = time.time()
+    if cfg.features.shard:
+        index, count = (int(v) for v in cfg.features.shard.split("/"))
+        ranges = {s: (len(rows[s]) * index // count, len(rows[s]) * (index + 1) // count) for s in SPLITS}
+        target = _shards_dir(cfg) / f"shard-{index}-of-{count}"
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        partial = _extract(cfg, spec, rows, ranges, tmp)
+        (tmp / "partial.json").write_text(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v
+                                                      for k, v in partial.items()}))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        print(f"features: shard {index}/{count} ({partial['clips']} clips) in {time.time() - t0:.1f} s -> {target}; "
+              "run features without features.shard once every shard is done, to merge")
+        return target
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    t0 = time.time()
-    arrays, valid, jobs = {}, {}, []
-    for split in SPLITS:
-        n = len(rows[split])
-        versions = 1 + a.copies if split == "train" else 1
-        arrays[split] = np.lib.format.open_memmap(tmp / f"{split}.npy", mode="w+", dtype=np.float16,
-                                                  shape=(versions, n, *spec.shape))
-        valid[split] = np.ones(n, bool)
-        np.save(tmp / f"{split}_labels.npy", np.array([label_index[r["label"]] for r in rows[split]], np.int32))
-        for version in range(versions):
-            for start in range(0, n, cfg.features.batch_size):
-                jobs.append({"split": split, "version": version, "start": start, "spec": spec.to_dict(),
-                             "rows": rows[split][start:start + cfg.features.batch_size], "seed": cfg.run.seed,
-                             "augment": augment})
-    total = sum(len(j["rows"]) for j in jobs)
-    mel_sum = np.zeros(spec.n_mels)
-    mel_sumsq = np.zeros(spec.n_mels)
-    frames = 0
-    failures: list[str] = []
-    workers = cfg.features.workers or os.cpu_count() or 1
-    with multiprocessing.get_context("spawn").Pool(workers) as pool, \
-            tqdm(total=total, desc="features", unit="clip") as bar:
-        for res in pool.imap_unordered(_job, jobs):
-            split, version, start, feats = res["split"], res["version"], res["start"], res["features"]
-            arrays[split][version, start:start + len(feats)] = feats
-            if version == 0:
-                valid[split][start:start + len(feats)] &= res["ok"]
-                failures.extend(res["failures"])
-                if split == "train":  # statistics of the clean training clips only
-                    good = feats[res["ok"]].astype(np.float64)
-                    mel_sum += good.sum(axis=(0, 1))
-                    mel_sumsq += (good**2).sum(axis=(0, 1))
-                    frames += good.shape[0] * good.shape[1]
-            bar.update(len(feats))
-    for split in SPLITS:
-        arrays[split].flush()
-        np.save(tmp / f"{split}_valid.npy", valid[split])
-    del arrays
-    if frames == 0:
+    shards = sorted(p for p in _shards_dir(cfg).glob("shard-*-of-*") if not p.name.endswith(".partial"))
+    if shards:
+        count = int(shards[0].name.split("-")[-1])
+        missing = [i for i in range(count) if not (_shards_dir(cfg) / f"shard-{i}-of-{count}" / "partial.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"features: shards {missing} of {count} are missing in {_shards_dir(cfg)}: run "
+                                    f"--set features.shard=i/{count} for each before merging")
+        partial = _merge_shards([_shards_dir(cfg) / f"shard-{i}-of-{count}" for i in range(count)], tmp, spec, versions)
+        print(f"features: merged {count} shards")
+    else:
+        partial = _extract(cfg, spec, rows, {s: (0, len(rows[s])) for s in SPLITS}, tmp)
+    if partial["frames"] == 0:
         raise RuntimeError(f"features: no decodable training clips in {cfg.prepared_dir}")
-    mean = mel_sum / frames
-    variance = np.maximum(mel_sumsq / frames - mean**2, 1e-6)
+    mean = partial["mel_sum"] / partial["frames"]
+    variance = np.maximum(partial["mel_sumsq"] / partial["frames"] - mean**2, 1e-6)
     seconds = time.time() - t0
-    stats = {"feature_spec": spec.to_dict(), "labels": labels, "mean": mean.tolist(), "variance": variance.tolist(),
-             "counts": {s: int(valid[s].sum()) for s in SPLITS}, "augmented_copies": a.copies,
-             "skipped": len(failures), "skipped_files": failures, "seconds": round(seconds, 2),
-             "clips_per_second": round(total / seconds, 1), "workers": workers}
+    failures = partial["failures"]
+    stats = {"feature_spec": spec.to_dict(), "labels": cfg.labels, "mean": mean.tolist(), "variance": variance.tolist(),
+             "counts": {s: int(np.load(tmp / f"{s}_valid.npy").sum()) for s in SPLITS},
+             "augmented_copies": cfg.augment.copies, "skipped": len(failures), "skipped_files": failures,
+             "seconds": round(seconds, 2), "clips_per_second": round(partial["clips"] / seconds, 1),
+             "workers": partial["workers"], "merged_shards": len(shards)}
     (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    print(f"features: {total} clips in {seconds:.1f} s ({total / seconds:.0f} clips/s, {workers} workers)"
-          + (f", {len(failures)} undecodable skipped (listed in stats.json)" if failures else ""))
+    shutil.rmtree(_shards_dir(cfg), ignore_errors=True)
+    print(f"features: {partial['clips']} clips in {seconds:.1f} s ({partial['clips'] / seconds:.0f} clips/s, "
+          f"{partial['workers']} workers)" + (f", {len(failures)} undecodable skipped (listed in stats.json)" if failures else ""))
     return out

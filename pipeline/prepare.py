@@ -71,6 +71,9 @@ def _list_words(root: Path) -> dict[str, list[Path]]:
 def run(cfg: Config) -> Path:
     out = cfg.prepared_dir
     root = cfg.dataset_dir
+    if (out / "report.json").is_file():  # the folder name is a hash of what it depends on
+        print(f"prepare: {out} already complete")
+        return out
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} is missing: run the synth/download stage first")
     labels = cfg.labels

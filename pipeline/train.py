@@ -82,6 +82,62 @@ def len_frames(stats: dict) -> int:
     return 1 + spec["clip_samples"] // spec["hop_length"]
 
 
+def is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def fit_multi_worker(model, strategy, train_ds, val_ds, *, epochs: int, steps_per_epoch: int, global_batch: int,
+                     label_smoothing: float, work: Path) -> dict:
+    """Synchronous data-parallel training across workers: per-replica loss averaged over the global batch,
+    gradients all-reduced by the strategy. Every worker evaluates the same weights on the validation split;
+    the chief keeps the best epoch in work/best.keras and the CSV history."""
+    import keras
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    iterator = iter(strategy.experimental_distribute_dataset(train_ds.repeat().with_options(options)))
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=None)
+    optimizer = model.optimizer
+
+    @tf.function
+    def train_step(batch):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.nn.compute_average_loss(loss_fn(y, model(x, training=True)), global_batch_size=global_batch)
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            return loss
+
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=batch), axis=None)
+
+    history = {"epoch": [], "loss": [], "val_accuracy": []}
+    best = -1.0
+    for epoch in range(epochs):
+        losses = [float(train_step(next(iterator))) for _ in range(steps_per_epoch)]
+        correct = total = 0
+        for x, y in val_ds:
+            correct += int(np.sum(model(x, training=False).numpy().argmax(1) == y.numpy().argmax(1)))
+            total += len(y)
+        val_accuracy = correct / max(1, total)
+        history["epoch"].append(epoch)
+        history["loss"].append(float(np.mean(losses)))
+        history["val_accuracy"].append(val_accuracy)
+        print(f"epoch {epoch + 1}/{epochs} - loss {np.mean(losses):.4f} - val_accuracy {val_accuracy:.4f}")
+        if is_chief(strategy) and val_accuracy > best:
+            best = val_accuracy
+            model.save(work / "best.keras")
+    if is_chief(strategy):
+        with open(work / "history.csv", "w") as fh:
+            fh.write("epoch,loss,val_accuracy\n")
+            fh.writelines(f"{e},{l},{v}\n" for e, l, v in zip(history["epoch"], history["loss"], history["val_accuracy"]))
+        (work / "logs").mkdir(exist_ok=True)
+    return history
+
+
 def run(cfg: Config) -> Path:
     import keras
     import tensorflow as tf
@@ -100,6 +156,9 @@ def run(cfg: Config) -> Path:
     if t.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
+    if t.cpu_devices > 0:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * t.cpu_devices)
     devices = [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
     gpus = tf.config.list_physical_devices("GPU")
     print(f"train: devices {', '.join(devices)}" + ("" if gpus else " (no GPU: CPU kernels)"))
@@ -138,7 +197,8 @@ def run(cfg: Config) -> Path:
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
                       metrics=["accuracy"], jit_compile=t.jit_compile)
 
-    work = run_dir / "train.partial"
+    resolver = getattr(strategy, "cluster_resolver", None)
+    work = run_dir / ("train.partial" if is_chief(strategy) else f"train.partial.{resolver.task_type}{resolver.task_id}")
     work.mkdir(exist_ok=True)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
@@ -147,17 +207,27 @@ def run(cfg: Config) -> Path:
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False),
     ]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
-                        verbose=1 if os.isatty(1) else 2)
+    if t.distribute == "multi_worker":
+        # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
+        # a custom loop does the same job (no BackupAndRestore there)
+        history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                                   global_batch=global_batch, label_smoothing=t.label_smoothing, work=work)
+    else:
+        history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
+                            verbose=1 if os.isatty(1) else 2).history
     seconds = time.time() - t0
+    if not is_chief(strategy):
+        shutil.rmtree(work)
+        print("train: worker done (the chief writes the outputs)")
+        return run_dir
     best = keras.models.load_model(work / "best.keras", compile=False)
-    best_val = max(history.history.get("val_accuracy", [float("nan")]))
+    best_val = max(history.get("val_accuracy", [float("nan")]))
     summary = {
         "devices": devices, "gpu": bool(gpus), "cudnn_blockers": blockers, "distribute": t.distribute,
         "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision,
-        "parameters": int(best.count_params()), "epochs_run": len(history.history.get("loss", [])),
+        "parameters": int(best.count_params()), "epochs_run": len(history.get("loss", [])),
         "best_val_accuracy": float(best_val), "train_examples": int(len(y_train)),
-        "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.history.get("loss", [])) / seconds, 1),
+        "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.get("loss", [])) / seconds, 1),
         "model_args": {"gru_units": cfg.model.gru_units, "dense_units": cfg.model.dense_units,
                        "dropout": cfg.model.dropout},
         "labels": labels, "feature_spec": stats["feature_spec"],

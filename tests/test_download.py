@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import http.server
 import io
 import os
 import re
@@ -15,15 +14,13 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from http_server import server  # noqa: F401  (the pytest fixture: a real HTTP server on 127.0.0.1)
 from pipeline import download
 from pipeline.config import COMMAND_WORDS, REPO_ROOT, SILENCE_LABEL, UNKNOWN_LABEL, load_config
 from pipeline.download import DownloadError, fetch, safe_extract
@@ -33,79 +30,6 @@ FAST = dict(backoff_s=0.01, timeout_s=5.0, progress=False)
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# ---- a small HTTP server with Range support and injectable faults ------------------------------
-
-@dataclass
-class ServerState:
-    files: dict[str, bytes] = field(default_factory=dict)
-    fail_first: int = 0  # answer 503 to this many requests
-    down_after: int | None = None  # answer 503 to every request after this many
-    cut_after: int | None = None  # once: send this many body bytes, then close (or stall)
-    stall_s: float = 0.0  # with cut_after: stall this long instead of closing
-    ignore_range: bool = False  # answer 200 with the whole file even when asked for a Range
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        st: ServerState = self.server.state
-        rng = self.headers.get("Range")
-        st.requests.append((self.path, rng))
-        down = st.down_after is not None and len(st.requests) > st.down_after
-        if st.fail_first > 0 or down:
-            st.fail_first = max(st.fail_first - 1, 0)
-            self.send_error(503)
-            return
-        body = st.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        start = 0
-        if rng and not st.ignore_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if st.cut_after is not None:
-            n, st.cut_after = st.cut_after, None
-            self.wfile.write(payload[:n])
-            self.wfile.flush()
-            if st.stall_s:
-                time.sleep(st.stall_s)
-            self.connection.shutdown(socket.SHUT_WR)
-            self.close_connection = True
-            return
-        self.wfile.write(payload)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server():
-    """Yield (state, base_url) for a threaded HTTP server on 127.0.0.1."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.state = ServerState()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield httpd.state, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.fixture

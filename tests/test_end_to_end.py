@@ -174,3 +174,72 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown config key train.epochz")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mirrored_training_over_two_logical_cpu_devices(tiny_run):
+    tmp, _, _ = tiny_run
+    result = cli("train", tmp=tmp, extra=["run.name=tiny_mirrored", "train.distribute=mirrored", "train.cpu_devices=2",
+                                           "train.epochs=1"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads((tmp / "exports" / "tiny_mirrored" / "train_summary.json").read_text())
+    assert summary["distribute"] == "mirrored" and summary["replicas"] == 2 and summary["epochs_run"] == 1
+    assert "features: " in result.stdout and "already complete" in result.stdout  # the cache was reused
+
+
+def test_multi_worker_training_on_localhost_gives_the_same_artifact_contract(tiny_run):
+    tmp, _, _ = tiny_run
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        cmd = [sys.executable, "-m", "pipeline", "train"]
+        for item in TINY + [f"paths.data={tmp / 'data'}", f"paths.exports={tmp / f'exports_w{index}'}",
+                            "run.name=tiny_mw", "train.distribute=multi_worker", "train.epochs=2"]:
+            cmd += ["--set", item]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    chief_dir = tmp / "exports_w0" / "tiny_mw"
+    summary = json.loads((chief_dir / "train_summary.json").read_text())
+    assert summary["distribute"] == "multi_worker" and summary["replicas"] == 2 and summary["epochs_run"] == 2
+    assert not (tmp / "exports_w1" / "tiny_mw" / "model.keras").exists()  # only the chief writes outputs
+    # the rest of the pipeline runs on the multi-worker model like on any other
+    result = cli("all", tmp=tmp, extra=[f"paths.exports={tmp / 'exports_w0'}", "run.name=tiny_mw",
+                                        "train.distribute=multi_worker", "train.epochs=2"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "--  train: up to date" in result.stdout
+    manifest = json.loads((chief_dir / "manifest.json").read_text())
+    assert manifest["verified"]["ok"] and len(manifest["artifacts"]) >= 7
+
+
+def test_feature_shards_merge_into_the_same_cache(tiny_run):
+    tmp, _, _ = tiny_run
+    original = next(p for p in (tmp / "data").glob("*_features_*") if p.suffix == "" and (p / "stats.json").is_file())
+    shard_set = ["augment.copies=0", "run.name=tiny_shards"]  # another cache key; clean features are the same
+    first = cli("features", tmp=tmp, extra=shard_set + ["features.shard=0/2"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    early_merge = cli("features", tmp=tmp, extra=shard_set)
+    assert early_merge.returncode != 0
+    assert "shards [1] of 2 are missing" in early_merge.stderr and len(early_merge.stderr.strip().splitlines()) == 1
+    second = cli("features", tmp=tmp, extra=shard_set + ["features.shard=1/2"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    merged = cli("features", tmp=tmp, extra=shard_set)
+    assert merged.returncode == 0 and "merged 2 shards" in merged.stdout, merged.stderr[-2000:]
+    merged_dir = next(p for p in (tmp / "data").glob("*_features_*") if p != original and (p / "stats.json").is_file())
+    for split in ("train", "validation", "test"):
+        np.testing.assert_array_equal(np.load(merged_dir / f"{split}.npy")[0], np.load(original / f"{split}.npy")[0])
+        np.testing.assert_array_equal(np.load(merged_dir / f"{split}_labels.npy"), np.load(original / f"{split}_labels.npy"))
+    a, b = (json.loads((d / "stats.json").read_text()) for d in (merged_dir, original))
+    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-9)
+    np.testing.assert_allclose(a["variance"], b["variance"], rtol=1e-9)
