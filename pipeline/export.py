@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.download import sha256_file
 from pipeline.feature_spec import LOG_FLOOR, FeatureSpec
 
 CUDNN_OP_TYPES = ("CudnnRNN", "CudnnRNNV2", "CudnnRNNV3")
@@ -244,24 +245,16 @@ def stream_clip_numpy(run_step, geometry: StreamGeometry, audio: np.ndarray) -> 
 
 # ---- the stage -------------------------------------------------------------------------------
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tree_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def tree_sha256(path: Path) -> str:
     if path.is_file():
-        return file_sha256(path)
+        return sha256_file(path)
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode() + b"\0" + file_sha256(p).encode())
+        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode())
     return h.hexdigest()
 
 

@@ -37,7 +37,8 @@ def build_model(*, num_frames: int, n_mels: int, num_classes: int, gru_units: li
                              **{**CUDNN_GRU_SETTINGS, "unroll": unroll})(x)
         x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+    # float32 softmax even under mixed_float16: float16 probabilities underflow
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="scores")(x)
     return keras.Model(inputs, outputs, name="gru_kws")
 
 

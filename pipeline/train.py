@@ -82,6 +82,19 @@ def len_frames(stats: dict) -> int:
     return 1 + spec["clip_samples"] // spec["hop_length"]
 
 
+def cudnn_report(blockers: dict[str, list[str]], *, gpu: bool, require: bool) -> list[str]:
+    """One line per GRU layer on whether it can take the cuDNN kernel; with ``require`` (train.require_cudnn)
+    a layer that can't, or a missing GPU, is a ConfigError naming the offending setting."""
+    offending = {layer: bad for layer, bad in blockers.items() if bad}
+    if require and offending:
+        layer, bad = next(iter(offending.items()))
+        raise ConfigError(f"train.require_cudnn: layer {layer} can't use the cuDNN kernel: {bad[0]}")
+    if require and not gpu:
+        raise ConfigError("train.require_cudnn: no GPU visible to TensorFlow (install the [gpu] extra: pip install -e .[gpu])")
+    return [f"{layer}: " + ("cuDNN-eligible" if not bad else "NOT cuDNN-eligible: " + "; ".join(bad))
+            + ("" if gpu else " (no GPU: generic kernel)") for layer, bad in blockers.items()]
+
+
 def is_chief(strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
@@ -178,15 +191,8 @@ def run(cfg: Config) -> Path:
     with strategy.scope():
         model = build_from_config(cfg, stats)
         blockers = cudnn_blockers(model)
-        for layer, bad in blockers.items():
-            print(f"train: {layer}: " + ("cuDNN-eligible" if not bad else "NOT cuDNN-eligible: " + "; ".join(bad))
-                  + ("" if gpus else " (CPU run: generic kernel)"))
-        offending = {k: v for k, v in blockers.items() if v}
-        if t.require_cudnn and offending:
-            layer, bad = next(iter(offending.items()))
-            raise ConfigError(f"train.require_cudnn: layer {layer} can't use the cuDNN kernel: {bad[0]}")
-        if t.require_cudnn and not gpus:
-            raise ConfigError("train.require_cudnn: no GPU visible to TensorFlow (install the [gpu] extra)")
+        for line in cudnn_report(blockers, gpu=bool(gpus), require=t.require_cudnn):
+            print(f"train: {line}")
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
             warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)

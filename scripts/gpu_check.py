@@ -16,9 +16,17 @@ How keras >= 3.14 on torch picks cuDNN (keras/src/backend/torch/rnn.py): ``GRU.i
 cuDNN on CUDA tensors) when the activations are tanh/sigmoid, use_bias, not unroll, the inputs are on
 CUDA and nothing is tracing; a failure there is swallowed and it falls back to ``_fallback_gru`` (a
 Python loop over time). ``use_cudnn=False`` skips both and runs the generic ``keras.ops.rnn`` loop.
-This script wraps ``_cudnn_gru`` and ``_fallback_gru`` to count which one actually ran.
+This script wraps ``_cudnn_gru`` and ``_fallback_gru`` to count which one actually ran, and with
+which input dtype.
+
+``--dtype-policy mixed_float16`` sets keras' global policy before any model is built (float32 variables,
+float16 compute; the GRU kernel then gets float16 tensors) and wraps Adam in
+``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling). The report records the policy, the
+optimizer, the final loss scale and the model's output dtype (``pipeline.model`` keeps the softmax in
+float32).
 
     KERAS_BACKEND=torch python scripts/gpu_check.py --steps 300 --out /tmp/gpu_check
+    KERAS_BACKEND=torch python scripts/gpu_check.py --dtype-policy mixed_float16 --out /tmp/gpu_check_mixed
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ from pipeline.model import build_model  # noqa: E402
 
 PARITY_SEED = 1234
 PARITY_BATCH = 8
+DTYPE_POLICIES = ("float32", "mixed_float16")
 
 
 class PathCounter:
@@ -49,6 +58,8 @@ class PathCounter:
 
     def __init__(self) -> None:
         self.counts = {"cudnn_gru_ok": 0, "cudnn_gru_failed": 0}
+        self.dtypes: dict[str, int] = {}  # "<kernel>:<input dtype>" -> calls
+        self.last_dtypes: dict[str, int] = {}
         try:  # (attribute access would give the function keras.src.backend.torch.rnn, not the module)
             torch_rnn = importlib.import_module("keras.src.backend.torch.rnn")
         except ImportError:  # another keras layout: counting is not possible
@@ -60,7 +71,12 @@ class PathCounter:
             return
         cudnn_gru, fallback_gru = torch_rnn._cudnn_gru, torch_rnn._fallback_gru
 
+        def note_dtype(kernel: str, inputs) -> None:
+            key = f"{kernel}:{str(getattr(inputs, 'dtype', '?')).replace('torch.', '')}"
+            self.dtypes[key] = self.dtypes.get(key, 0) + 1
+
         def counted_cudnn_gru(*args, **kwargs):
+            note_dtype("cudnn_gru", args[0] if args else kwargs.get("inputs"))
             try:
                 out = cudnn_gru(*args, **kwargs)
             except Exception as error:  # keras swallows it and falls back; keep the first for the report
@@ -74,13 +90,18 @@ class PathCounter:
             # keras also runs layers on "meta" tensors to infer shapes; count those apart
             key = f"fallback_gru_{getattr(inputs, 'device', torch.device('cpu')).type}"
             self.counts[key] = self.counts.get(key, 0) + 1
+            note_dtype(key, inputs)
             return fallback_gru(inputs, *args, **kwargs)
 
         torch_rnn._cudnn_gru = counted_cudnn_gru
         torch_rnn._fallback_gru = counted_fallback_gru
 
     def take(self) -> dict[str, int] | None:
-        """The counts since the last call (None when keras' layout is unknown), then reset."""
+        """The counts since the last call (None when keras' layout is unknown), then reset.
+
+        The input dtypes per kernel over the same calls are left in ``last_dtypes``.
+        """
+        self.last_dtypes, self.dtypes = dict(self.dtypes), {}
         if self.module is None:
             return None
         counts = dict(self.counts)
@@ -120,8 +141,28 @@ def make_model(*, kwargs: dict, use_cudnn: bool | str, seed: int, compiled: bool
     keras.utils.set_random_seed(seed)
     model = build_model(**kwargs, use_cudnn=use_cudnn)
     if compiled:
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        optimizer = keras.optimizers.Adam(1e-3)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            # dynamic loss scaling: float16 gradients of a small loss underflow without it
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     return model
+
+
+def precision_info(model: keras.Model) -> dict:
+    """What the dtype policy did to this model: policies, output dtype, optimizer and loss scale."""
+    optimizer = getattr(model, "optimizer", None)
+    info = {"model_dtype_policy": model.dtype_policy.name,
+            "output_dtype": str(keras.backend.standardize_dtype(model.outputs[0].dtype)),
+            "layer_compute_dtypes": {layer.name: layer.compute_dtype for layer in model.layers
+                                     if isinstance(layer, (keras.layers.GRU, keras.layers.Dense))},
+            "variable_dtypes": sorted({str(v.dtype) for v in model.weights})}
+    if optimizer is not None:
+        info["optimizer"] = type(optimizer).__name__
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            info["inner_optimizer"] = type(optimizer.inner_optimizer).__name__
+            info["final_loss_scale"] = float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+    return info
 
 
 def save_model_weights(model: keras.Model, path: Path, *, kwargs: dict) -> None:
@@ -193,6 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=12)
     p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per mode's timed fit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default="float32",
+                   help="keras global dtype policy; mixed_float16 also wraps Adam in LossScaleOptimizer")
     p.add_argument("--out", type=Path, required=True, help="folder for report.json, weights, outputs.npz")
     return p.parse_args(argv)
 
@@ -202,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     if keras.backend.backend() != "torch":
         sys.exit(f"run with KERAS_BACKEND=torch (got {keras.backend.backend()!r})")
     args.out.mkdir(parents=True, exist_ok=True)
+    keras.mixed_precision.set_global_policy(args.dtype_policy)  # before any model is built
     counter = PathCounter()
     kwargs = model_kwargs(args)
 
@@ -213,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
         (PARITY_BATCH, args.frames, args.mels), dtype=np.float32)
 
     report = {**device_info(), "batch_size": args.batch_size, "steps": args.steps,
-              "warmup_steps": args.warmup_steps, "seed": args.seed, "model": kwargs, "modes": {}}
+              "warmup_steps": args.warmup_steps, "seed": args.seed,
+              "dtype_policy": keras.mixed_precision.global_policy().name, "model": kwargs, "modes": {}}
     models, outputs = {}, {"x": x_parity}
     for name, use_cudnn in (("auto", "auto"), ("false", False)):
         model = make_model(kwargs=kwargs, use_cudnn=use_cudnn, seed=args.seed)
@@ -221,9 +266,11 @@ def main(argv: list[str] | None = None) -> dict:
         result = train(model=model, x=x, y=y, steps=args.steps, batch_size=args.batch_size,
                        warmup_steps=args.warmup_steps, max_seconds=args.max_seconds)
         result["kernel_calls"] = counts = counter.take()
+        result["kernel_input_dtypes"] = counter.last_dtypes
         result["cudnn_path_taken"] = None if counts is None else (
             counts["cudnn_gru_ok"] > 0 and counts["cudnn_gru_failed"] == 0
             and not counts.get("fallback_gru_cuda") and not counts.get("fallback_gru_cpu"))
+        result.update(precision_info(model))
         save_model_weights(model, args.out / f"{name}.weights.h5", kwargs=kwargs)
         outputs[f"probs_{name}"] = predict_probs(model, x_parity, tf32=False)
         if name == "auto":
@@ -233,7 +280,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["modes"][name] = result
         models[name] = model
         print(f"{name:>5}: {result['steps']} steps, {result['steps_per_s']:.2f} steps/s, "
-              f"kernel calls {counts}", flush=True)
+              f"kernel calls {counts}, input dtypes {result['kernel_input_dtypes']}, "
+              f"output {result['output_dtype']}", flush=True)
 
     # Same trained weights through the generic loop: how close is cuDNN to the reference loop here?
     generic = make_model(kwargs=kwargs, use_cudnn=False, seed=args.seed, compiled=False)
