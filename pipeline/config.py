@@ -80,6 +80,9 @@ class TaskConfig:
     labels: Union[int, list[str]] = 12  # 12 (10 words + _silence_ + _unknown_), 35 (all words), or a list
     silence_percentage: float = 10.0  # share of every split, as in TF examples/speech_commands
     unknown_percentage: float = 10.0
+    # head or tail fragments of keywords, labelled _unknown_, in train/validation (% of the keyword count):
+    # a streaming window often holds part of a word; 0 = plain TF examples/speech_commands semantics
+    fragment_percentage: float = 0.0
     validation_percentage: float = 10.0  # used by the SHA1 which_set rule when the list files are missing
     testing_percentage: float = 10.0
 
@@ -347,7 +350,8 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.dataset.version in (1, 2), "dataset.version", cfg.dataset.version, "1 or 2")
     labels = cfg.task.labels
     require(isinstance(labels, list) or labels in (12, 35), "task.labels", labels, "12, 35 or a list of labels")
-    for key in ("silence_percentage", "unknown_percentage", "validation_percentage", "testing_percentage"):
+    for key in ("silence_percentage", "unknown_percentage", "fragment_percentage", "validation_percentage",
+                "testing_percentage"):
         value = getattr(cfg.task, key)
         require(0 <= value < 100, f"task.{key}", value, "0..100")
     require(0 <= cfg.augment.noise_probability <= 1, "augment.noise_probability", cfg.augment.noise_probability, "0..1")

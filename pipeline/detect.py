@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
 
 DEFAULT_THRESHOLD = 0.8
-SMOOTH_WINDOWS = 2
+SMOOTH_WINDOWS = 3
 REFRACTORY_S = 1.0
 STREAMS = 5  # 200-ms decision stride
 

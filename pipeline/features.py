@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +68,30 @@ def _noise_segment(noise: np.ndarray, length: int, rng: np.random.Generator) -> 
 
 
 def load_clip(row: dict, spec: FeatureSpec) -> np.ndarray:
-    """One prepared row as exactly clip_samples of audio: a word clip (padded/cropped) or a silence cut."""
+    """One prepared row as exactly clip_samples of audio: a word clip (padded/cropped), a word fragment,
+    or a silence cut."""
     if row["label"] == SILENCE_LABEL:
         noise = _noise(row["path"], spec.sample_rate)
         start = min(row["offset"], max(0, len(noise) - spec.clip_samples))
         return fit_length(noise[start:start + spec.clip_samples], spec.clip_samples) * row["gain"]
-    return fit_length(load_audio(row["path"], sample_rate=spec.sample_rate), spec.clip_samples)
+    audio = fit_length(load_audio(row["path"], sample_rate=spec.sample_rate), spec.clip_samples)
+    return word_fragment(audio, seed=zlib.crc32(row["path"].encode())) if row.get("fragment") else audio
+
+
+def word_fragment(audio: np.ndarray, *, seed: int) -> np.ndarray:
+    """Keep only the head or the tail (25-50%) of the spoken word, as a sliding window sees it."""
+    rng = np.random.default_rng(seed)
+    loud = np.flatnonzero(np.abs(audio) > 0.1 * max(float(np.abs(audio).max()), 1e-6))
+    if loud.size == 0:
+        return audio
+    first, last = int(loud[0]), int(loud[-1]) + 1
+    keep = int((last - first) * rng.uniform(0.25, 0.5))
+    out = audio.copy()
+    if rng.random() < 0.5:
+        out[first + keep:] = 0.0  # head only
+    else:
+        out[:last - keep] = 0.0  # tail only
+    return out
 
 
 def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: list[str], spec: FeatureSpec,

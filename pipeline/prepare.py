@@ -25,7 +25,8 @@ from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Config
 SPLITS = ("train", "validation", "test")
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, the constant of the dataset's own rule
 BACKGROUND_DIR = "_background_noise_"
-ROW_FIELDS = ["path", "label", "offset", "gain"]  # offset/gain: where a _silence_ clip is cut from its noise file
+# offset/gain: where a _silence_ clip is cut from its noise file; fragment: 1 = only part of the word (_unknown_)
+ROW_FIELDS = ["path", "label", "offset", "gain", "fragment"]
 
 
 def which_set(filename: str, *, validation_percentage: float, testing_percentage: float) -> str:
@@ -50,8 +51,8 @@ def speaker_of(path: str) -> str:
 
 def read_rows(prepared_dir: Path, split: str) -> list[dict]:
     with open(prepared_dir / f"{split}.csv", newline="") as fh:
-        return [{"path": r["path"], "label": r["label"], "offset": int(r["offset"]), "gain": float(r["gain"])}
-                for r in csv.DictReader(fh)]
+        return [{"path": r["path"], "label": r["label"], "offset": int(r["offset"]), "gain": float(r["gain"]),
+                 "fragment": int(r.get("fragment") or 0)} for r in csv.DictReader(fh)]
 
 
 def _readable(path: Path) -> str | None:
@@ -111,9 +112,10 @@ def run(cfg: Config) -> Path:
                     skipped.append({"path": str(path), "reason": reason})
                     continue
                 if word in keywords:
-                    known[split].append({"path": str(path), "label": word, "offset": 0, "gain": 1.0})
+                    known[split].append({"path": str(path), "label": word, "offset": 0, "gain": 1.0, "fragment": 0})
                 elif UNKNOWN_LABEL in labels:
-                    unknown[split].append({"path": str(path), "label": UNKNOWN_LABEL, "offset": 0, "gain": 1.0})
+                    unknown[split].append({"path": str(path), "label": UNKNOWN_LABEL, "offset": 0, "gain": 1.0,
+                                           "fragment": 0})
 
     noise_files = sorted((root / BACKGROUND_DIR).glob("*.wav")) if (root / BACKGROUND_DIR).is_dir() else []
     noise_files = [p for p in noise_files if _readable(p) is None]
@@ -133,6 +135,10 @@ def run(cfg: Config) -> Path:
             pool = unknown[split]
             picks = rng.permutation(len(pool))[:want]
             split_rows += [pool[i] for i in sorted(picks)]
+            if split != "test" and cfg.task.fragment_percentage > 0 and known[split]:
+                want = math.ceil(len(known[split]) * cfg.task.fragment_percentage / 100)
+                picks = rng.choice(len(known[split]), size=min(want, len(known[split])), replace=False)
+                split_rows += [dict(known[split][i], label=UNKNOWN_LABEL, fragment=1) for i in sorted(picks)]
         if SILENCE_LABEL in labels:
             want = math.ceil(len(known[split]) * cfg.task.silence_percentage / 100)
             clip = int(cfg.features.clip_samples * _rate_of(noise_files[0]) / cfg.features.sample_rate)
@@ -140,7 +146,7 @@ def run(cfg: Config) -> Path:
                 i = int(rng.integers(len(noise_files)))
                 offset = int(rng.integers(0, max(1, noise_frames[i] - clip)))
                 split_rows.append({"path": str(noise_files[i]), "label": SILENCE_LABEL, "offset": offset,
-                                   "gain": round(float(rng.uniform(0, 1)), 4)})
+                                   "gain": round(float(rng.uniform(0, 1)), 4), "fragment": 0})
         rows[split] = split_rows
 
     speakers = {s: {speaker_of(r["path"]) for r in rows[s] if r["label"] != SILENCE_LABEL} for s in SPLITS}
@@ -195,5 +201,5 @@ def _official_test_rows(root: Path, labels: list[str]) -> tuple[list[dict], list
             if reason:
                 skipped.append({"path": str(path), "reason": reason})
             else:
-                rows.append({"path": str(path), "label": label, "offset": 0, "gain": 1.0})
+                rows.append({"path": str(path), "label": label, "offset": 0, "gain": 1.0, "fragment": 0})
     return rows, skipped

@@ -91,3 +91,19 @@ def test_bad_audio_is_one_line_naming_the_file(tmp_path, content, kwargs, messag
 def test_fit_length_pads_and_crops():
     assert fit_length(np.ones(10, np.float32), 16).tolist() == [1] * 10 + [0] * 6
     assert fit_length(np.arange(20, dtype=np.float32), 16).tolist() == list(range(16))
+
+
+def test_word_fragment_keeps_only_the_head_or_the_tail_of_the_word():
+    from pipeline.features import word_fragment
+
+    audio = np.zeros(16000, np.float32)
+    audio[4000:12000] = 0.5  # an 0.5-s "word"
+    seen = set()
+    for seed in range(20):
+        frag = word_fragment(audio, seed=seed)
+        kept = np.flatnonzero(frag)
+        assert 0.25 * 8000 - 1 <= kept.size <= 0.5 * 8000 + 1
+        assert kept[0] == 4000 or kept[-1] == 11999
+        seen.add("head" if kept[0] == 4000 else "tail")
+        np.testing.assert_array_equal(frag, word_fragment(audio, seed=seed))  # deterministic
+    assert seen == {"head", "tail"}

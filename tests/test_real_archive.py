@@ -37,6 +37,7 @@ FAST = [  # keep the real v2_12 config, make it cheap
     "model.dense_units=16",
     "augment.copies=1",
     "export.int8_calibration_examples=20",
+    "export.long_audio_minutes=0.5",
 ]
 
 
