@@ -101,7 +101,7 @@ def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
     from pipeline.train import build_from_config, make_dataset
 
     stats = load_stats(cfg.features_dir)
-    feats, labels = load_split(cfg.features_dir, "train")
+    feats, labels, rows = load_split(cfg.features_dir, "train")
     batch = cfg.train.batch_size
     n = min(len(labels), batch * batches)
     a = cfg.augment
@@ -114,9 +114,9 @@ def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
                       jit_compile=cfg.train.jit_compile)
         return model
 
-    pipeline_ds = make_dataset(feats[:, :n], labels[:n], num_classes=len(stats["labels"]), batch_size=batch,
+    pipeline_ds = make_dataset(feats, labels[:n], rows[:n], num_classes=len(stats["labels"]), batch_size=batch,
                                training=True, seed=0, augment=augment, mean=np.array(stats["mean"]))
-    x = np.asarray(feats[0, :n], np.float32)
+    x = np.asarray(feats[0, rows[:n]], np.float32)
     y = keras.utils.to_categorical(labels[:n], len(stats["labels"]))
     ours, baseline = compiled(), compiled()
     ours.fit(pipeline_ds.take(2), epochs=1, verbose=0)  # trace before timing

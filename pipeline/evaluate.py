@@ -99,8 +99,8 @@ def run(cfg: Config) -> Path:
 
     run_dir = cfg.run_dir
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    features, labels = load_split(cfg.features_dir, "test")
-    probs = model.predict(np.asarray(features[0], np.float32), batch_size=256, verbose=0)
+    features, labels, rows = load_split(cfg.features_dir, "test")
+    probs = model.predict(np.asarray(features[0, rows], np.float32), batch_size=256, verbose=0)
     metrics = classification_metrics(labels, probs.argmax(axis=1), cfg.labels)
     write_json_atomic(run_dir / "metrics.json", metrics)
     plot_confusion_matrix(np.array(metrics["confusion_matrix"]), cfg.labels, run_dir / "confusion_matrix.png",

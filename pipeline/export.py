@@ -276,9 +276,9 @@ def representative_examples(cfg: Config, count: int) -> np.ndarray:
     """Clean training features for int8 calibration, float32 [count, T, M], seeded pick."""
     from pipeline.features import load_split
 
-    feats, _ = load_split(cfg.features_dir, "train")
+    feats, _, rows = load_split(cfg.features_dir, "train")
     rng = np.random.default_rng(cfg.run.seed)
-    idx = np.sort(rng.choice(feats.shape[1], size=min(count, feats.shape[1]), replace=False))
+    idx = np.sort(rng.choice(rows, size=min(count, len(rows)), replace=False))
     return np.asarray(feats[0, idx], np.float32)
 
 

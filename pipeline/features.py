@@ -36,14 +36,12 @@ from pipeline.prepare import SPLITS, read_rows
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
 
-def load_split(features_dir: Path, split: str, *, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(features [versions, N, T, M] float16, labels [N]) of the valid examples of a split."""
-    feats = np.load(features_dir / f"{split}.npy", mmap_mode="r" if mmap else None)
-    labels = np.load(features_dir / f"{split}_labels.npy")
-    valid = np.load(features_dir / f"{split}_valid.npy")
-    if valid.all():
-        return feats, labels
-    return feats[:, valid], labels[valid]
+def load_split(features_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A split's cache: (features memmap [versions, N, T, M] float16 over every row, labels [n] and row
+    indices [n] of the valid examples). Gather through the indices: a boolean mask would copy the memmap."""
+    feats = np.load(features_dir / f"{split}.npy", mmap_mode="r")
+    rows = np.flatnonzero(np.load(features_dir / f"{split}_valid.npy"))
+    return feats, np.load(features_dir / f"{split}_labels.npy")[rows], rows
 
 
 def load_stats(features_dir: Path) -> dict:

@@ -22,21 +22,22 @@ from pipeline.config import Config, ConfigError
 from pipeline.features import load_split, load_stats
 
 
-def make_dataset(features: np.ndarray, labels: np.ndarray, *, num_classes: int, batch_size: int, training: bool,
-                 seed: int, augment: dict | None = None, mean: np.ndarray | None = None):
-    """tf.data over cached features [versions, N, T, M] -> (float32 [B, T, M], one-hot [B, C]).
+def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, num_classes: int, batch_size: int,
+                 training: bool, seed: int, augment: dict | None = None, mean: np.ndarray | None = None):
+    """tf.data over cached features [versions, N, T, M] (rows[i] holds labels[i]) -> (float32 [B, T, M], one-hot [B, C]).
 
     When training: reshuffled each epoch, one random cached version per clip, SpecAugment masks.
     """
     import tensorflow as tf
 
-    versions, n, frames, mels = features.shape
+    versions, _, frames, mels = features.shape
+    n = len(labels)
     rng = np.random.default_rng(seed)
 
     def gather(idx: np.ndarray):
         idx = np.sort(idx)  # sorted reads are kinder to a memmap
         version = rng.integers(versions, size=len(idx)) if training else np.zeros(len(idx), int)
-        return features[version, idx].astype(np.float32), labels[idx].astype(np.int32)
+        return features[version, rows[idx]].astype(np.float32), labels[idx].astype(np.int32)
 
     ds = tf.data.Dataset.range(n)
     if training:
@@ -176,16 +177,16 @@ def run(cfg: Config) -> Path:
     gpus = tf.config.list_physical_devices("GPU")
     print(f"train: devices {', '.join(devices)}" + ("" if gpus else " (no GPU: CPU kernels)"))
 
-    x_train, y_train = load_split(cfg.features_dir, "train")
-    x_val, y_val = load_split(cfg.features_dir, "validation")
+    x_train, y_train, rows_train = load_split(cfg.features_dir, "train")
+    x_val, y_val, rows_val = load_split(cfg.features_dir, "validation")
     a = cfg.augment
     augment = {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
                "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
     strategy = strategy_for(t.distribute)
     global_batch = t.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(x_train, y_train, num_classes=len(labels), batch_size=global_batch, training=True,
+    train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=global_batch, training=True,
                             seed=cfg.run.seed, augment=augment, mean=np.array(stats["mean"]))
-    val_ds = make_dataset(x_val, y_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
+    val_ds = make_dataset(x_val, y_val, rows_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
     steps_per_epoch = int(np.ceil(len(y_train) / global_batch))
 
     with strategy.scope():
