@@ -182,6 +182,8 @@ def plot_det(sweep: list[dict], path: Path, chosen: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipeline.evaluate import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4.5))
     fa = [max(p["false_alarms_per_hour"], 0.1) for p in sweep]
     frr = [100 * (1 - p["recall"]) for p in sweep]
@@ -194,11 +196,7 @@ def plot_det(sweep: list[dict], path: Path, chosen: dict) -> None:
     ax.set_title("DET curve: streaming model on a synthesized long recording")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".part.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
 
 
 def main(*, model: str, file: str, threshold: float | None = None, as_json: bool = False) -> int:

@@ -38,6 +38,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def save_figure(fig, path: Path, *, dpi: int) -> None:
+    """Write a matplotlib figure as PNG atomically (temp name, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".part.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def plot_confusion_matrix(cm: np.ndarray, labels: list[str], path: Path, title: str) -> None:
     import matplotlib
 
@@ -61,11 +72,7 @@ def plot_confusion_matrix(cm: np.ndarray, labels: list[str], path: Path, title: 
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".part.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_training_curves(history_csv: Path, path: Path) -> None:
@@ -87,11 +94,7 @@ def plot_training_curves(history_csv: Path, path: Path) -> None:
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".part.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
 
 
 def run(cfg: Config) -> Path:
