@@ -243,5 +243,5 @@ def test_feature_shards_merge_into_the_same_cache(tiny_run):
                                    np.load(original / f"{split}.npy")[0].astype(np.float32), rtol=0, atol=1e-3)
         np.testing.assert_array_equal(np.load(merged_dir / f"{split}_labels.npy"), np.load(original / f"{split}_labels.npy"))
     a, b = (json.loads((d / "stats.json").read_text()) for d in (merged_dir, original))
-    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-9)
-    np.testing.assert_allclose(a["variance"], b["variance"], rtol=1e-9)
+    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-6)
+    np.testing.assert_allclose(a["variance"], b["variance"], rtol=1e-6)
