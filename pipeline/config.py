@@ -205,14 +205,16 @@ class Config:
         """Feature cache: depends on the split index, the feature spec and the augmentation."""
         return self.prepared_dir.with_name(f"{self.prepared_dir.name}_features_{self.section_hash('features', 'augment')[:8]}")
 
+    def value(self, key: str):
+        """A section (as a dict) or a dotted key's value: ``cfg.value("train")``, ``cfg.value("run.seed")``."""
+        node = self
+        for part in key.split("."):
+            node = getattr(node, part)
+        return dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+
     def section_hash(self, *keys: str) -> str:
         """Stable hash of config sections or dotted keys ("run.seed"): what a stage's outputs depend on."""
-        values = {}
-        for key in keys:
-            node = self
-            for part in key.split("."):
-                node = getattr(node, part)
-            values[key] = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
+        values = {key: self.value(key) for key in keys}
         if "features" in values:
             values["features"].pop("shard", None)  # a shard writes part of the same cache
             values["features"].pop("workers", None)

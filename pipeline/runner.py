@@ -111,7 +111,7 @@ def task_namespace(cfg: Config, errors: list[str]) -> dict:
     previous = None
     for stage in stages(cfg):
         file_dep = [str(stamp_path(cfg, previous.name))] if previous else []
-        keys = {key: _lookup(cfg, key) for key in stage.config_keys}
+        keys = {key: cfg.value(key) for key in stage.config_keys}
         task = {
             "basename": stage.name, "doc": stage.doc, "actions": [_action(cfg, stage, errors)],
             "file_dep": file_dep, "targets": [str(p) for p in stage.outputs] + [str(stamp_path(cfg, stage.name))],
@@ -122,15 +122,6 @@ def task_namespace(cfg: Config, errors: list[str]) -> dict:
     ns["DOIT_CONFIG"] = {"dep_file": str(cfg.run_dir / ".stages" / "doit.sqlite"), "backend": "sqlite3",
                          "reporter": StageReporter, "verbosity": 2}
     return ns
-
-
-def _lookup(cfg: Config, key: str):
-    import dataclasses
-
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
 
 
 def _doit(cfg: Config, args: list[str], errors: list[str]) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config, ConfigError
+from pipeline.feature_spec import FeatureSpec
 from pipeline.features import load_split, load_stats
 
 
@@ -71,16 +72,12 @@ def build_from_config(cfg: Config, stats: dict, **overrides):
     from pipeline.model import build_model
 
     m = cfg.model
-    kwargs = dict(num_frames=len_frames(stats), n_mels=stats["feature_spec"]["n_mels"], num_classes=len(stats["labels"]),
+    spec = FeatureSpec.from_dict(stats["feature_spec"])
+    kwargs = dict(num_frames=spec.num_frames, n_mels=spec.n_mels, num_classes=len(stats["labels"]),
                   gru_units=m.gru_units, dense_units=m.dense_units, dropout=m.dropout,
                   mean=np.array(stats["mean"]), variance=np.array(stats["variance"]))
     kwargs.update(overrides)
     return build_model(**kwargs)
-
-
-def len_frames(stats: dict) -> int:
-    spec = stats["feature_spec"]
-    return 1 + spec["clip_samples"] // spec["hop_length"]
 
 
 def cudnn_report(blockers: dict[str, list[str]], *, gpu: bool, require: bool) -> list[str]:
