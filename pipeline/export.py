@@ -86,12 +86,8 @@ def _write_archive(path: Path, model, endpoints: dict) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def export_saved_model(model, spec: FeatureSpec, path: Path) -> None:
-    """Batch-flexible SavedModel with 'features' (also serving_default) and 'audio' signatures."""
-    import tensorflow as tf
-
-    features_sig = [tf.TensorSpec([None, spec.num_frames, spec.n_mels], tf.float32, name="features")]
-    audio_sig = [tf.TensorSpec([None, spec.clip_samples], tf.float32, name="audio")]
+def serving_functions(model, spec: FeatureSpec):
+    """The two endpoints every export serves: features -> scores, and audio -> scores + the log-mel it computed."""
 
     def on_features(features):
         return {"scores": model(features, training=False)}
@@ -99,6 +95,18 @@ def export_saved_model(model, spec: FeatureSpec, path: Path) -> None:
     def on_audio(audio):
         logmel = tf_logmel(audio, spec)
         return {"scores": model(logmel, training=False), "logmel": logmel}
+
+    return on_features, on_audio
+
+
+def export_saved_model(model, spec: FeatureSpec, path: Path) -> None:
+    """Batch-flexible SavedModel with 'features' (also serving_default) and 'audio' signatures."""
+    import tensorflow as tf
+
+    features_sig = [tf.TensorSpec([None, spec.num_frames, spec.n_mels], tf.float32, name="features")]
+    audio_sig = [tf.TensorSpec([None, spec.clip_samples], tf.float32, name="audio")]
+
+    on_features, on_audio = serving_functions(model, spec)
 
     _write_archive(path, model, {"serving_default": (on_features, features_sig), "features": (on_features, features_sig),
                                  "audio": (on_audio, audio_sig)})
@@ -312,12 +320,7 @@ def run(cfg: Config) -> Path:
     features_sig = [tf.TensorSpec([1, spec.num_frames, spec.n_mels], tf.float32, name="features")]
     audio_sig = [tf.TensorSpec([1, spec.clip_samples], tf.float32, name="audio")]
 
-    def on_features(features):
-        return {"scores": model(features, training=False)}
-
-    def on_audio(audio):
-        logmel = tf_logmel(audio, spec)
-        return {"scores": model(logmel, training=False), "logmel": logmel}
+    on_features, on_audio = serving_functions(model, spec)
 
     feature_io = {"inputs": {"features": [1, spec.num_frames, spec.n_mels]}, "outputs": {"scores": [1, len(cfg.labels)]}}
     convert_tflite(model, on_features, features_sig, out / "model_float32.tflite")
