@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from pipeline.errors import PipelineError
 
-class AudioError(ValueError):
+
+class AudioError(PipelineError, ValueError):
     """A file that can't be used as audio, reported as one line naming the file."""
 
 
@@ -37,6 +39,38 @@ def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mix
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: audio contains NaN or Inf samples")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def audio_blocks(path: str | Path, *, sample_rate: int, block_seconds: float = 10.0):
+    """Yield a sound file as float32 mono blocks at ``sample_rate``, reading ``block_seconds`` at a
+    time (memory stays flat whatever the length); other rates go through a streaming resampler."""
+    path = Path(path)
+    try:
+        sound = sf.SoundFile(str(path))
+    except Exception as e:  # as in load_audio
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+    with sound:
+        if sound.frames == 0:
+            raise AudioError(f"{path}: empty audio (0 samples)")
+        resampler = None
+        if sound.samplerate != sample_rate:
+            import soxr  # librosa's resampler, in its streaming form
+
+            resampler = soxr.ResampleStream(sound.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+        blocksize = max(1, int(block_seconds * sound.samplerate))
+        while True:
+            data = sound.read(blocksize, dtype="float32", always_2d=True)
+            last = len(data) < blocksize
+            block = data.mean(axis=1)
+            if resampler is not None:
+                block = resampler.resample_chunk(block, last=last)
+            if not np.all(np.isfinite(block)):
+                raise AudioError(f"{path}: audio contains NaN or Inf samples")
+            if len(block):
+                yield np.ascontiguousarray(block, dtype=np.float32)
+            if last:
+                return
 
 
 def fit_length(audio: np.ndarray, length: int) -> np.ndarray:

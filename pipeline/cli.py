@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "predict":
-            from pipeline import predict
+            from pipeline.commands import predict
 
             return predict.main(model=args.model, files=args.files, top_k=args.top_k, as_json=args.json)
         if args.command == "detect":
-            from pipeline import detect
+            from pipeline.commands import detect
 
             return detect.main(model=args.model, file=args.file, threshold=args.threshold, as_json=args.json)
         cfg = load_config(getattr(args, "config", None) or DEFAULT_CONFIG, args.overrides)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return runner.status(cfg)
         if args.command == "bench":
-            from pipeline import bench
+            from pipeline.commands import bench
 
             return bench.run(cfg, quick=args.quick)
         if args.command in ("demo", "all"):

@@ -16,6 +16,8 @@ from typing import Literal, Optional, Union
 
 import yaml
 
+from pipeline.errors import PipelineError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
@@ -31,7 +33,14 @@ ALL_WORDS_V2 = COMMAND_WORDS + [
 ALL_WORDS_V1 = ALL_WORDS_V2[:30]
 
 
-class ConfigError(ValueError):
+# Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
+NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
+# What the synthesized dataset depends on (its folder name is a hash of these).
+SYNTH_KEYS = ("synth", "run.seed", "features.sample_rate", "features.clip_samples", "task.validation_percentage",
+              "task.testing_percentage")
+
+
+class ConfigError(PipelineError, ValueError):
     """A config problem, reported as one line that names the key."""
 
 
@@ -167,8 +176,7 @@ class Config:
     def dataset_dir(self) -> Path:
         """Where the Speech-Commands-layout dataset lives (synthesized or extracted)."""
         if self.dataset.source == "synth":
-            key = self.section_hash("synth", "run.seed", "features.sample_rate", "features.clip_samples",
-                                   "task.validation_percentage", "task.testing_percentage")
+            key = self.section_hash(*SYNTH_KEYS)
             return self.data_dir / f"synth_{key[:10]}"
         return self.data_dir / f"speech_commands_v{self.dataset.version}_{self.section_hash('dataset')[:10]}"
 
@@ -214,16 +222,22 @@ class Config:
 
     def section_hash(self, *keys: str) -> str:
         """Stable hash of config sections or dotted keys ("run.seed"): what a stage's outputs depend on."""
-        values = {key: self.value(key) for key in keys}
-        if "features" in values:
-            values["features"].pop("shard", None)  # a shard writes part of the same cache
-            values["features"].pop("workers", None)
-            values["features"].pop("batch_size", None)
-        blob = json.dumps(values, sort_keys=True)
+        blob = json.dumps(result_values(self, keys), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def result_values(cfg: Config, keys) -> dict:
+    """{key: value} of config sections or dotted keys, without the NO_RESULT_KEYS inside them."""
+    values = {key: cfg.value(key) for key in keys}
+    for dotted in NO_RESULT_KEYS:
+        section, _, name = dotted.partition(".")
+        if isinstance(values.get(section), dict):
+            values[section].pop(name, None)
+        values.pop(dotted, None)
+    return values
 
 
 def _resolve(path: str) -> Path:

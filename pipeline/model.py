@@ -59,3 +59,16 @@ def cudnn_blockers(model: keras.Model) -> dict[str, list[str]]:
                 bad.append("use_cudnn=False")
             result[layer.name] = bad
     return result
+
+
+def build_from_config(cfg, stats: dict, **overrides) -> keras.Model:
+    """The model of a config (``model.*``), sized and normalized by the feature cache's stats.json."""
+    from pipeline.feature_spec import FeatureSpec
+
+    m = cfg.model
+    spec = FeatureSpec.from_dict(stats["feature_spec"])
+    kwargs = dict(num_frames=spec.num_frames, n_mels=spec.n_mels, num_classes=len(stats["labels"]),
+                  gru_units=m.gru_units, dense_units=m.dense_units, dropout=m.dropout,
+                  mean=np.array(stats["mean"]), variance=np.array(stats["variance"]))
+    kwargs.update(overrides)
+    return build_model(**kwargs)

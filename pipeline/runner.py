@@ -1,11 +1,15 @@
 """The make-like stage runner, on doit.
 
-Each stage declares what it reads (file_dep: the stamp of the stage before it), what it writes
-(targets: its outputs and its own stamp) and which config keys it depends on (doit ``config_changed``).
-doit skips a stage while all three are unchanged, so a second run with nothing changed does no work,
-and changing a training key re-runs train and what follows, not features. The stamp
-``<run>/.stages/<stage>.json`` is written after the stage's outputs are complete; its content changes
-on every real run, which is what tells the next stage to run again.
+Each stage declares what it reads (file_dep: the stamps of every stage before it), what it writes
+(targets: its outputs and its own stamp) and which config keys change its result (doit
+``config_changed``). doit skips a stage while all three are unchanged, so a second run with nothing
+changed does no work, and changing a training key re-runs train and what follows, not features.
+
+The stamp ``<run>/.stages/<stage>.json`` is written after the stage's outputs are complete and holds
+content hashes of them, never times: a stage that runs again and writes the same outputs leaves its
+stamp unchanged, and doit (which compares a file_dep's checksum when its mtime moved) then leaves the
+following stages alone. Keys that change no result (``config.NO_RESULT_KEYS``: worker counts, batch
+sizes of the feature pass) re-run nothing; keys that only verify reads re-run verify alone.
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from pathlib import Path
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from pipeline.config import Config
+from pipeline.config import SYNTH_KEYS, Config, result_values
+from pipeline.dataset import SPLITS
+from pipeline.io import sha256_file, tree_listing_sha256, write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -28,28 +34,32 @@ class Stage:
     doc: str
     config_keys: tuple[str, ...]  # config sections / dotted keys whose change re-runs the stage
     outputs: tuple[Path, ...]  # what must exist for the stage to count as done
+    content: tuple[Path, ...]  # what the stamp hashes: the outputs that later stages read
 
 
 def stages(cfg: Config) -> list[Stage]:
     """The stages of a config, in order. The dataset comes from synth (demo) or download."""
-    run_dir = cfg.run_dir
-    first = (Stage("synth", "synthesize the demo dataset with espeak-ng", ("synth", "run.seed", "features.sample_rate",
-                   "features.clip_samples", "task.validation_percentage", "task.testing_percentage"), (cfg.dataset_dir,))
-             if cfg.dataset.source == "synth" else
-             Stage("download", "download, verify and extract the dataset archives", ("dataset",),
-                   (cfg.dataset_dir,) + ((cfg.test_dataset_dir,) if cfg.dataset.test_url else ())))
+    run_dir, prepared = cfg.run_dir, cfg.prepared_dir
+    if cfg.dataset.source == "synth":
+        first = Stage("synth", "synthesize the demo dataset with espeak-ng", SYNTH_KEYS, (cfg.dataset_dir,),
+                      (cfg.dataset_dir,))
+    else:
+        folders = (cfg.dataset_dir,) + ((cfg.test_dataset_dir,) if cfg.dataset.test_url else ())
+        first = Stage("download", "download, verify and extract the dataset archives", ("dataset",), folders, folders)
     return [
         first,
         Stage("prepare", "standard splits, _silence_/_unknown_, split report", ("dataset", "task", "run.seed"),
-              (cfg.prepared_dir / "report.json",)),
+              (prepared / "report.json",), tuple(prepared / f"{s}.csv" for s in SPLITS) + (prepared / "report.json",)),
         Stage("features", "librosa log-mel cache (+ augmented copies)", ("features", "augment"),
-              (cfg.features_dir / "stats.json",)),
+              (cfg.features_dir / "stats.json",), (cfg.features_dir,)),
         Stage("train", "train the stacked GRU", ("model", "train", "run.seed"),
-              (run_dir / "model.keras", run_dir / "train_summary.json")),
+              (run_dir / "model.keras", run_dir / "train_summary.json"), (run_dir / "model.keras",)),
         Stage("evaluate", "test-split metrics and plots", (),
-              (run_dir / "metrics.json", run_dir / "confusion_matrix.png")),
-        Stage("export", "SavedModel + TFLite variants", ("export",), (run_dir / "export.json",)),
-        Stage("verify", "run every artifact on the test split, write manifest.json", (), (run_dir / "manifest.json",)),
+              (run_dir / "metrics.json", run_dir / "confusion_matrix.png"), (run_dir / "metrics.json",)),
+        Stage("export", "SavedModel + TFLite variants", ("export.int8_calibration_examples",),
+              (run_dir / "export.json",), (run_dir / "export.json",)),
+        Stage("verify", "run every artifact on the test split, long-audio detection, write manifest.json",
+              ("export.long_audio_minutes",), (run_dir / "manifest.json",), (run_dir / "manifest.json",)),
     ]
 
 
@@ -57,11 +67,17 @@ def stamp_path(cfg: Config, stage: str) -> Path:
     return cfg.run_dir / ".stages" / f"{stage}.json"
 
 
+def content_hashes(paths: tuple[Path, ...]) -> dict[str, str]:
+    """sha256 of each file; a folder (a dataset or the feature cache, gigabytes at full size, and named
+    by a hash of the config that made it) by its file names and sizes."""
+    return {str(p): tree_listing_sha256(p) if p.is_dir() else sha256_file(p) for p in paths}
+
+
 def _action(cfg: Config, stage: Stage, errors: list[str]):
     def action():
         from pipeline.errors import known_error_message
 
-        module = importlib.import_module(f"pipeline.{stage.name}")
+        module = importlib.import_module(f"pipeline.stages.{stage.name}")
         t0 = time.time()
         try:
             module.run(cfg)
@@ -73,11 +89,11 @@ def _action(cfg: Config, stage: Stage, errors: list[str]):
             return False
         stamp = stamp_path(cfg, stage.name)
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stamp.with_name(stamp.name + ".part")
-        tmp.write_text(json.dumps({"stage": stage.name, "seconds": round(time.time() - t0, 2),
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                   "outputs": [str(p) for p in stage.outputs]}, indent=1))
-        tmp.replace(stamp)
+        write_json_atomic(stamp.with_name(f"{stage.name}.log.json"),  # when and how long: not a dependency
+                          {"seconds": round(time.time() - t0, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        stamp_text = json.dumps({"stage": stage.name, "content": content_hashes(stage.content)}, indent=1)
+        if not stamp.is_file() or stamp.read_text() != stamp_text:  # same content: leave the file alone
+            write_text_atomic(stamp, stamp_text)
         return True
 
     return action
@@ -108,17 +124,17 @@ class StageReporter(ConsoleReporter):
 def task_namespace(cfg: Config, errors: list[str]) -> dict:
     """A doit module namespace: one task_<stage> generator per stage."""
     ns = {}
-    previous = None
+    before: list[Stage] = []
     for stage in stages(cfg):
-        file_dep = [str(stamp_path(cfg, previous.name))] if previous else []
-        keys = {key: cfg.value(key) for key in stage.config_keys}
+        file_dep = [str(stamp_path(cfg, s.name)) for s in before]  # every earlier stage: what it may read
+        keys = result_values(cfg, stage.config_keys)
         task = {
             "basename": stage.name, "doc": stage.doc, "actions": [_action(cfg, stage, errors)],
             "file_dep": file_dep, "targets": [str(p) for p in stage.outputs] + [str(stamp_path(cfg, stage.name))],
             "uptodate": [config_changed(json.dumps(keys, sort_keys=True, default=str))], "verbosity": 2,
         }
         ns[f"task_{stage.name}"] = (lambda t=task: t)
-        previous = stage
+        before.append(stage)
     ns["DOIT_CONFIG"] = {"dep_file": str(cfg.run_dir / ".stages" / "doit.sqlite"), "backend": "sqlite3",
                          "reporter": StageReporter, "verbosity": 2}
     return ns

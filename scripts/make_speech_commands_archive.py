@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import ALL_WORDS_V2, COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL  # noqa: E402
-from pipeline.prepare import which_set  # noqa: E402
+from pipeline.dataset import which_set  # noqa: E402
 
 RATE = 16000
 NOISE_FILES = ["doing_the_dishes", "dude_miaowing", "exercise_bike", "pink_noise", "running_tap", "white_noise"]

@@ -21,9 +21,9 @@ import pytest
 import soundfile as sf
 
 from http_server import server  # noqa: F401  (the pytest fixture: a real HTTP server on 127.0.0.1)
-from pipeline import download
+from pipeline.stages import download
 from pipeline.config import COMMAND_WORDS, REPO_ROOT, SILENCE_LABEL, UNKNOWN_LABEL, load_config
-from pipeline.download import DownloadError, fetch, safe_extract
+from pipeline.stages.download import DownloadError, fetch, safe_extract
 
 FAST = dict(backoff_s=0.01, timeout_s=5.0, progress=False)
 
@@ -350,7 +350,7 @@ def test_killed_extraction_never_looks_complete_and_is_redone(train_archive, tmp
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal, shutil
-        from pipeline import download
+        from pipeline.stages import download
         copy = shutil.copyfileobj
         calls = []
         def copy_then_die(src, dst, length=0):

@@ -1,4 +1,4 @@
-"""The one feature definition: librosa agreement, the in-graph TF/TFLite frontend, and bad audio."""
+"""The one feature definition (librosa log-mel), audio loading, and bad audio."""
 import numpy as np
 import pytest
 import soundfile as sf
@@ -47,16 +47,6 @@ def test_logmel_rejects_wrong_length():
         logmel(np.zeros(8000, np.float32), SPEC)
 
 
-def test_tf_frontend_matches_librosa_in_tf():
-    import tensorflow as tf
-
-    from pipeline.export import tf_logmel
-
-    audio = np.stack([speechlike(s) for s in range(4)])
-    got = tf_logmel(tf.constant(audio), SPEC).numpy()
-    assert np.abs(got - logmel(audio, SPEC)).max() < 1e-3
-
-
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 1), (16000, 2)])
 def test_load_audio_resamples_and_mixes_down(tmp_path, rate, channels):
     audio = speechlike(n=rate, sr=rate)
@@ -94,7 +84,7 @@ def test_fit_length_pads_and_crops():
 
 
 def test_word_fragment_keeps_only_the_head_or_the_tail_of_the_word():
-    from pipeline.features import word_fragment
+    from pipeline.dataset import word_fragment
 
     audio = np.zeros(16000, np.float32)
     audio[4000:12000] = 0.5  # an 0.5-s "word"

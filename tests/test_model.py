@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import ConfigError
 from pipeline.model import build_model, cudnn_blockers
-from pipeline.train import cudnn_report
+from pipeline.stages.train import cudnn_report
 
 ARGS = dict(num_frames=101, n_mels=40, num_classes=12, gru_units=[16, 16], dense_units=8, dropout=0.1)
 

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import soundfile as sf
 
-from pipeline import prepare
+from pipeline.stages import prepare
 from pipeline.config import load_config
-from pipeline.prepare import read_rows, which_set
+from pipeline.dataset import read_rows, which_set
 
 
 def reference_which_set(filename, validation_percentage, testing_percentage):

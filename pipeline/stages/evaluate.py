@@ -6,13 +6,13 @@ matrix), confusion_matrix.png, training_curves.png.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.features import load_split
+from pipeline.dataset import load_split
+from pipeline.io import save_figure, write_json_atomic
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
@@ -30,23 +30,6 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
                             "f1": round(float(f1), 6), "support": int(support)}
     return {"test_accuracy": round(float(np.trace(cm) / max(1, cm.sum())), 6), "num_test_examples": int(cm.sum()),
             "per_class": per_class, "confusion_matrix": cm.tolist(), "labels": labels}
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
-def save_figure(fig, path: Path, *, dpi: int) -> None:
-    """Write a matplotlib figure as PNG atomically (temp name, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".part.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def plot_confusion_matrix(cm: np.ndarray, labels: list[str], path: Path, title: str) -> None:

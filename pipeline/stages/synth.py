@@ -22,8 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.audio import write_wav
-from pipeline.config import COMMAND_WORDS, Config
-from pipeline.prepare import which_set
+from pipeline.config import COMMAND_WORDS, Config, ConfigError
+from pipeline.dataset import which_set
+from pipeline.errors import StageError
 
 ESPEAK_RATE, ESPEAK_VOLUME, ESPEAK_PITCH, ESPEAK_RANGE = 1, 2, 3, 4  # espeak_PARAMETER
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -42,7 +43,7 @@ class Espeak:
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.sample_rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), 0)
         if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed with data path {self.data_path}")
+            raise StageError(f"espeak_Initialize failed with data path {self.data_path}")
         self._chunks: list[np.ndarray] = []
         self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: C holds the pointer
         self.lib.espeak_SetSynthCallback(self._callback)
@@ -61,13 +62,13 @@ class Espeak:
     def say(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int = 50) -> np.ndarray:
         """Speak ``text``; returns float32 PCM at ``self.sample_rate``."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise RuntimeError(f"espeak has no voice {voice!r}")
+            raise StageError(f"espeak has no voice {voice!r}")
         for param, value in ((ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch), (ESPEAK_RANGE, pitch_range), (ESPEAK_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, value, 0)
         self._chunks = []
         data = text.encode() + b"\0"
         if self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None) != 0:
-            raise RuntimeError(f"espeak_Synth failed for {text!r} with voice {voice!r}")
+            raise StageError(f"espeak_Synth failed for {text!r} with voice {voice!r}")
         pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return pcm.astype(np.float32) / 32768.0
 
@@ -181,7 +182,7 @@ def run(cfg: Config) -> Path:
     variants = cfg.synth.variants or available
     missing = sorted(set(variants) - set(available))
     if missing:
-        raise ValueError(f"config key synth.variants: espeak has no variant {missing[0]!r} (available: {', '.join(available)})")
+        raise ConfigError(f"config key synth.variants: espeak has no variant {missing[0]!r} (available: {', '.join(available)})")
     del espeak
     jobs, speakers = plan_jobs(cfg, variants, tmp)
     for word in sorted({j["word"] for j in jobs}):

@@ -1,7 +1,8 @@
 """Export stage: SavedModel and TFLite models, plus labels.txt and manifest.json.
 
 Every export starts from the trained weights loaded into a model rebuilt with ``use_cudnn=False``: a
-graph traced while a GPU is visible would contain CudnnRNNV3, which CPU and TFLite can't run (FACTS.md).
+graph traced while a GPU is visible would contain CudnnRNNV3, which CPU and TFLite can't run
+(docs/tflite_conversion.md).
 
 Artifacts (all TFLite ones are builtin ops only, static batch 1):
     saved_model/                 signatures "features" [B, T, M] and "audio" [B, S], batch-flexible
@@ -18,46 +19,25 @@ The export-only model variants (audio frontend, unrolled, streaming step) live h
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.audio import AudioError
 from pipeline.config import Config
-from pipeline.download import sha256_file
-from pipeline.feature_spec import LOG_FLOOR, FeatureSpec
+from pipeline.dataset import load_clip, load_split, load_stats, read_rows
+from pipeline.edge.detection import DetectionParams
+from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel, stream_clip
+from pipeline.errors import StageError
+from pipeline.feature_spec import FeatureSpec
+from pipeline.frontend import clip_logmel, frames_logmel
+from pipeline.io import tree_bytes, tree_sha256
 
 CUDNN_OP_TYPES = ("CudnnRNN", "CudnnRNNV2", "CudnnRNNV3")
-
-
-# ---- the in-graph frontend (one feature definition: FeatureSpec) ------------------------------
-
-def tf_logmel(audio, spec: FeatureSpec):
-    """librosa-exact log-mel in TensorFlow ops that TFLite runs as builtins (RFFT2D).
-
-    audio: float32 [B, clip_samples] -> [B, num_frames, n_mels]. librosa centres a win_length Hann window
-    inside each n_fft frame; framing win_length samples and zero-padding to n_fft gives the same power
-    spectrum, so the signal is padded by n_fft//2 minus the window offset on the left (FACTS.md).
-    """
-    import tensorflow as tf
-
-    offset = (spec.n_fft - spec.win_length) // 2
-    padded = tf.pad(audio, [[0, 0], [spec.n_fft // 2 - offset, spec.n_fft // 2 + offset]])
-    stft = tf.signal.stft(padded, frame_length=spec.win_length, frame_step=spec.hop_length,
-                          fft_length=spec.n_fft, window_fn=tf.signal.hann_window, pad_end=False)
-    return _power_to_logmel(tf.math.real(stft) ** 2 + tf.math.imag(stft) ** 2, spec)
-
-
-def _power_to_logmel(power, spec: FeatureSpec):
-    import tensorflow as tf
-
-    mel = tf.matmul(power, tf.constant(spec.mel_basis().T, tf.float32))
-    return 10.0 * tf.math.log(tf.maximum(mel, LOG_FLOOR)) / np.log(10.0).astype(np.float32)
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -66,8 +46,7 @@ def inference_model(cfg: Config, *, unroll: bool = False):
     """The trained weights in a model rebuilt with use_cudnn=False (and optionally an unrolled GRU)."""
     import keras
 
-    from pipeline.features import load_stats
-    from pipeline.train import build_from_config
+    from pipeline.model import build_from_config
 
     trained = keras.models.load_model(cfg.run_dir / "model.keras", compile=False)
     model = build_from_config(cfg, load_stats(cfg.features_dir), use_cudnn=False, unroll=unroll)
@@ -93,7 +72,7 @@ def serving_functions(model, spec: FeatureSpec):
         return {"scores": model(features, training=False)}
 
     def on_audio(audio):
-        logmel = tf_logmel(audio, spec)
+        logmel = clip_logmel(audio, spec)
         return {"scores": model(logmel, training=False), "logmel": logmel}
 
     return on_features, on_audio
@@ -132,36 +111,6 @@ def convert_tflite(model, fn, signature: list, path: Path, *, optimize: str | No
     tmp_path.replace(path)
 
 
-@dataclass(frozen=True)
-class StreamGeometry:
-    """How the streaming model walks through audio; derived from the feature spec alone.
-
-    Frame t of the 1-s features needs audio up to t*hop + (win - left), where the window of frame t
-    covers [t*hop - left, t*hop - left + win) (librosa centring), so it is completed ``delay`` hops
-    later (2 for 10-ms hops and a 25-ms window). ``buffer`` keeps the context, ``warmup`` counts the
-    first delay-1 hops, which complete no frame and leave the GRU states alone. A clip fed hop by hop
-    from the zero state, then ``delay`` hops of zeros (the centred window's look-ahead), gives the
-    1-s model's scores.
-    """
-
-    hop: int
-    delay: int
-    buffer_len: int
-    state_shapes: dict  # input name -> shape, every input but audio_hop
-
-    @classmethod
-    def from_spec(cls, spec: FeatureSpec, gru_units: list[int]) -> "StreamGeometry":
-        left = spec.n_fft // 2 - (spec.n_fft - spec.win_length) // 2
-        delay = -(-(spec.win_length - left) // spec.hop_length)  # ceil
-        buffer_len = delay * spec.hop_length + left - spec.hop_length
-        shapes = {"buffer": (1, buffer_len), "warmup": (1, 1)}
-        shapes.update({f"gru_{i}_state": (1, units) for i, units in enumerate(gru_units)})
-        return cls(hop=spec.hop_length, delay=delay, buffer_len=buffer_len, state_shapes=shapes)
-
-    def zero_state(self) -> dict[str, np.ndarray]:
-        return {name: np.zeros(shape, np.float32) for name, shape in self.state_shapes.items()}
-
-
 class StreamingStep:
     """One hop of audio + state -> scores + new state, from the trained weights (export-only variant)."""
 
@@ -188,9 +137,7 @@ class StreamingStep:
 
         spec = self.spec
         context = tf.concat([buffer, audio_hop], axis=1)  # [1, buffer_len + hop]
-        frame = context[:, :spec.win_length] * tf.constant(np.hanning(spec.win_length + 1)[:-1].astype(np.float32))
-        spectrum = tf.signal.rfft(frame, fft_length=[spec.n_fft])
-        return {"logmel": _power_to_logmel(tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2, spec),
+        return {"logmel": frames_logmel(context[:, :spec.win_length], spec),  # the same frontend as the 1-s model
                 "ready": tf.cast(warmup >= self.delay - 1, tf.float32),  # [1, 1]: does this hop complete a frame?
                 "new_buffer": context[:, self.hop:],
                 "new_warmup": tf.minimum(warmup + 1.0, float(self.delay - 1))}
@@ -237,34 +184,7 @@ class StreamingStep:
         return lambda inputs: self(**inputs)
 
 
-def stream_clip_numpy(run_step, geometry: StreamGeometry, audio: np.ndarray) -> np.ndarray:
-    """Feed one clip [S] hop by hop (then ``delay`` zero hops) through ``run_step(inputs) -> outputs``."""
-    state = geometry.zero_state()
-    hop = geometry.hop
-    padded = np.concatenate([audio, np.zeros(geometry.delay * hop, np.float32)])
-    scores = None
-    for start in range(0, len(padded) - hop + 1, hop):
-        inputs = dict(state, audio_hop=padded[None, start:start + hop].astype(np.float32))
-        out = run_step(inputs)
-        state = {name: out[f"new_{name}"] for name in state}
-        scores = out["scores"]
-    return None if scores is None else np.asarray(scores)[0]
-
-
 # ---- the stage -------------------------------------------------------------------------------
-
-def tree_bytes(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def tree_sha256(path: Path) -> str:
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode())
-    return h.hexdigest()
-
 
 def graph_op_types(saved_model_dir: Path) -> set[str]:
     """Every op type in a SavedModel's graphs and functions (to prove no CudnnRNN* is in it)."""
@@ -282,8 +202,6 @@ def graph_op_types(saved_model_dir: Path) -> set[str]:
 
 def representative_examples(cfg: Config, count: int) -> np.ndarray:
     """Clean training features for int8 calibration, float32 [count, T, M], seeded pick."""
-    from pipeline.features import load_split
-
     feats, _, rows = load_split(cfg.features_dir, "train")
     rng = np.random.default_rng(cfg.run.seed)
     idx = np.sort(rng.choice(rows, size=min(count, len(rows)), replace=False))
@@ -311,7 +229,8 @@ def run(cfg: Config) -> Path:
     export_saved_model(model, spec, out / "saved_model")
     cudnn_ops = sorted(graph_op_types(out / "saved_model") & set(CUDNN_OP_TYPES))
     if cudnn_ops:
-        raise RuntimeError(f"export: SavedModel graph contains {cudnn_ops}; CPU/TFLite can't run it")
+        raise StageError(f"export: SavedModel graph contains {cudnn_ops}; CPU/TFLite can't run it (rebuild with "
+                         "use_cudnn=False failed; see docs/tflite_conversion.md)")
     add("saved_model", "float32", "features", "saved_model", signatures=["features", "audio"],
         io={"features": {"inputs": {"features": [-1, spec.num_frames, spec.n_mels]}, "outputs": {"scores": [-1, len(cfg.labels)]}},
             "audio": {"inputs": {"audio": [-1, spec.clip_samples]},
@@ -367,7 +286,8 @@ def run(cfg: Config) -> Path:
             "hop_samples": step.hop, "flush_hops": step.delay,
             "usage": "per hop: feed audio_hop + previous new_buffer/new_warmup; when ready == 1, feed logmel to "
                      "model_streaming_int8.tflite with its previous new_gru_*_state outputs"})
-    calibration_steps = list(streaming_calibration(step, cfg, count=cfg.export.int8_calibration_examples))
+    calibration_steps = streaming_calibration(step, out / "model_streaming_frontend.tflite", cfg,
+                                              count=cfg.export.int8_calibration_examples)
     network_specs = step.network_specs()
     convert_tflite(model, lambda inputs: step.network(**inputs), [network_specs], out / "model_streaming_int8.tflite",
                    optimize="int8", representative=lambda: iter(calibration_steps))
@@ -384,7 +304,9 @@ def run(cfg: Config) -> Path:
         "metrics": json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {},
         "model": json.loads((run_dir / "train_summary.json").read_text()).get("model_args", {}),
         "parameters": int(model.count_params()), "artifacts": artifacts, "config": cfg.to_dict(),
-        "export_seconds": round(time.time() - t0, 1),
+        # the default detection parameters; verify tunes the threshold on long audio
+        "detection": DetectionParams().to_manifest(geometry=step.geometry, window_samples=spec.clip_samples,
+                                                   sample_rate=spec.sample_rate),
     }
     (out / "export.json").write_text(json.dumps(manifest, indent=1))
     publish(out, run_dir)
@@ -393,39 +315,43 @@ def run(cfg: Config) -> Path:
     return run_dir / "export.json"
 
 
-def streaming_calibration(step: StreamingStep, cfg: Config, *, count: int):
-    """Representative inputs of the int8 network step: real (log-mel frame, GRU states) met while
-    streaming training clips through the float step."""
-    import tensorflow as tf
+class _RecordingNetwork:
+    """The float network step (TF) that keeps a random ``keep`` share of the inputs it meets: real
+    (log-mel frame, GRU states) pairs, for the int8 network's calibration."""
 
-    from pipeline.features import load_clip
-    from pipeline.prepare import read_rows
+    def __init__(self, step: StreamingStep, *, keep: float, rng: np.random.Generator):
+        import tensorflow as tf
 
+        self.fn = tf.function(lambda inputs: step.network(**inputs))
+        self.keep, self.rng, self.examples = keep, rng, []
+
+    def __call__(self, inputs: dict) -> dict:
+        if self.rng.random() < self.keep:
+            self.examples.append({name: np.array(value) for name, value in inputs.items()})
+        return {name: value.numpy() for name, value in self.fn(inputs).items()}
+
+
+def streaming_calibration(step: StreamingStep, frontend_path: Path, cfg: Config, *, count: int) -> list[dict]:
+    """Representative inputs of the int8 network step, met while streaming training clips through the
+    exported float frontend and the float network (the edge runtime's hop loop)."""
     rows = read_rows(cfg.prepared_dir, "train")
     rng = np.random.default_rng(cfg.run.seed)
-    front_fn = tf.function(lambda inputs: step.frontend(**inputs))
-    net_fn = tf.function(lambda inputs: step.network(**inputs))
-    per_clip = 10
+    per_clip = 10  # of the clip's ~100 frames
+    network = _RecordingNetwork(step, keep=per_clip / step.spec.num_frames, rng=rng)
+    split = SplitStreamingStep(TFLiteModel(frontend_path), network, state_names=step.geometry.gru_state_names)
+    skipped = 0
     for i in rng.choice(len(rows), size=min(max(1, count // per_clip), len(rows)), replace=False):
         try:
             audio = load_clip(rows[i], step.spec)
-        except Exception:  # an undecodable clip is simply not used for calibration
+        except AudioError:
+            skipped += 1
             continue
-        state = step.geometry.zero_state()
-        padded = np.concatenate([audio, np.zeros(step.delay * step.hop, np.float32)])
-        starts = range(0, len(padded) - step.hop + 1, step.hop)
-        keep = set(rng.choice(len(starts), size=min(per_clip, len(starts)), replace=False).tolist())
-        for k, start in enumerate(starts):
-            front = front_fn({"audio_hop": tf.constant(padded[None, start:start + step.hop]),
-                              "buffer": tf.constant(state["buffer"]), "warmup": tf.constant(state["warmup"])})
-            state["buffer"], state["warmup"] = front["new_buffer"].numpy(), front["new_warmup"].numpy()
-            if front["ready"].numpy()[0, 0] < 1:
-                continue
-            inputs = {"logmel": front["logmel"].numpy(), **{n: state[n] for n in step.state_names}}
-            if k in keep:
-                yield inputs
-            net = net_fn({n: tf.constant(v) for n, v in inputs.items()})
-            state.update({n: net[f"new_{n}"].numpy() for n in step.state_names})
+        stream_clip(split, step.geometry, audio)
+    if skipped:
+        print(f"export: {skipped} unreadable training clips left out of the int8 calibration")
+    if not network.examples:
+        raise StageError(f"export: no readable training clips in {cfg.prepared_dir} to calibrate the int8 streaming model")
+    return network.examples
 
 
 def publish(staging: Path, run_dir: Path) -> None:

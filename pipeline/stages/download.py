@@ -7,7 +7,6 @@ only ever exists complete (extraction goes to a temporary sibling that is rename
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import posixpath
@@ -24,6 +23,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from pipeline.errors import PipelineError
+from pipeline.io import sha256_file
+
 if TYPE_CHECKING:
     from pipeline.config import Config
 
@@ -34,7 +36,7 @@ _USER_AGENT = "speech-commands-pipeline/0.1 (urllib)"
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PipelineError, RuntimeError):
     """A download or extraction problem, reported as one line naming the URL, file or archive member."""
 
 
@@ -159,18 +161,6 @@ def _download_once(url: str, part: Path, *, timeout_s: float, progress: bool) ->
     size = _size(part)
     if total is not None and size != total:
         raise _Transient(f"connection closed after {size} of {total} bytes")
-
-
-def sha256_file(path: Path, *, progress: bool = False) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f, tqdm(total=_size(path), unit="B", unit_scale=True,
-                                      desc=f"sha256 {Path(path).name}", disable=not progress,
-                                      mininterval=0.5) as bar:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
 
 
 def _check_sha256_arg(sha256: str | None) -> str | None:

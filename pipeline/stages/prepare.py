@@ -7,11 +7,8 @@ test archive (``dataset.test_url``) the test split is that archive. Output: one 
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import math
-import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -21,38 +18,10 @@ import soundfile as sf
 from tqdm import tqdm
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Config
+from pipeline.dataset import SPLITS, speaker_of, which_set, write_rows
+from pipeline.errors import MissingInputError
 
-SPLITS = ("train", "validation", "test")
-MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, the constant of the dataset's own rule
 BACKGROUND_DIR = "_background_noise_"
-# offset/gain: where a _silence_ clip is cut from its noise file; fragment: 1 = only part of the word (_unknown_)
-ROW_FIELDS = ["path", "label", "offset", "gain", "fragment"]
-
-
-def which_set(filename: str, *, validation_percentage: float, testing_percentage: float) -> str:
-    """The dataset's split rule: SHA1 of the name before ``_nohash_`` -> 'training'|'validation'|'testing'.
-
-    Every clip of a speaker lands in the same split, and adding clips never moves old ones.
-    """
-    base = Path(filename).name
-    speaker = re.sub(r"_nohash_.*$", "", base)
-    hashed = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
-    percentage = (hashed % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
-    if percentage < validation_percentage:
-        return "validation"
-    if percentage < validation_percentage + testing_percentage:
-        return "testing"
-    return "training"
-
-
-def speaker_of(path: str) -> str:
-    return re.sub(r"_nohash_.*$", "", Path(path).name)
-
-
-def read_rows(prepared_dir: Path, split: str) -> list[dict]:
-    with open(prepared_dir / f"{split}.csv", newline="") as fh:
-        return [{"path": r["path"], "label": r["label"], "offset": int(r["offset"]), "gain": float(r["gain"]),
-                 "fragment": int(r.get("fragment") or 0)} for r in csv.DictReader(fh)]
 
 
 def _readable(path: Path) -> str | None:
@@ -76,7 +45,7 @@ def run(cfg: Config) -> Path:
         print(f"prepare: {out} already complete")
         return out
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} is missing: run the synth/download stage first")
+        raise MissingInputError(f"dataset folder {root} is missing: run the synth/download stage first")
     labels = cfg.labels
     keywords = [label for label in labels if label not in (SILENCE_LABEL, UNKNOWN_LABEL)]
     use_official_test = cfg.dataset.test_url is not None
@@ -120,7 +89,7 @@ def run(cfg: Config) -> Path:
     noise_files = sorted((root / BACKGROUND_DIR).glob("*.wav")) if (root / BACKGROUND_DIR).is_dir() else []
     noise_files = [p for p in noise_files if _readable(p) is None]
     if SILENCE_LABEL in labels and not noise_files:
-        raise FileNotFoundError(f"{root / BACKGROUND_DIR}: no readable noise WAVs to cut {SILENCE_LABEL} clips from")
+        raise MissingInputError(f"{root / BACKGROUND_DIR}: no readable noise WAVs to cut {SILENCE_LABEL} clips from")
     noise_frames = [sf.info(str(p)).frames for p in noise_files]
 
     rows = {}
@@ -171,10 +140,7 @@ def run(cfg: Config) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for split in SPLITS:
-        with open(tmp / f"{split}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=ROW_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows[split])
+        write_rows(tmp / f"{split}.csv", rows[split])
     (tmp / "report.json").write_text(json.dumps(report, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -190,7 +156,7 @@ def _rate_of(path: Path) -> int:
 def _official_test_rows(root: Path, labels: list[str]) -> tuple[list[dict], list[dict]]:
     """The official test archive: one folder per label (incl. _silence_/_unknown_), some '.wav.wav' names."""
     if not root.is_dir():
-        raise FileNotFoundError(f"official test set {root} is missing: run the download stage (dataset.test_url)")
+        raise MissingInputError(f"official test set {root} is missing: run the download stage (dataset.test_url)")
     rows, skipped = [], []
     for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
         label = folder.name if folder.name in labels else UNKNOWN_LABEL

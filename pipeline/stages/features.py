@@ -13,7 +13,8 @@ that train (see README, "Augmentation").
 Layout of ``cfg.features_dir``:
     {split}.npy        float16 [versions, N, frames, n_mels]  (versions = 1 + copies for train, else 1)
     {split}_labels.npy int32 [N];  {split}_valid.npy bool [N] (False = undecodable, skipped)
-    stats.json         train-set per-mel mean/variance (clean version), counts, failures, timing
+    stats.json         train-set per-mel mean/variance (clean version), counts, skipped files
+    timing.json        seconds, clips/s and workers of the run that wrote the cache
 """
 from __future__ import annotations
 
@@ -22,40 +23,18 @@ import multiprocessing
 import os
 import shutil
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.audio import AudioError, fit_length, load_audio
+from pipeline.audio import AudioError, fit_length
 from pipeline.config import SILENCE_LABEL, Config
+from pipeline.dataset import SPLITS, load_clip, noise_audio, read_rows
+from pipeline.errors import MissingInputError, StageError
 from pipeline.feature_spec import FeatureSpec, logmel
-from pipeline.prepare import SPLITS, read_rows
 
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
-
-
-def load_split(features_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A split's cache: (features memmap [versions, N, T, M] float16 over every row, labels [n] and row
-    indices [n] of the valid examples). Gather through the indices: a boolean mask would copy the memmap."""
-    feats = np.load(features_dir / f"{split}.npy", mmap_mode="r")
-    rows = np.flatnonzero(np.load(features_dir / f"{split}_valid.npy"))
-    return feats, np.load(features_dir / f"{split}_labels.npy")[rows], rows
-
-
-def load_stats(features_dir: Path) -> dict:
-    return json.loads((features_dir / "stats.json").read_text())
-
-
-# ---- clip loading and waveform augmentation (runs in worker processes) ------------------------
-_NOISE_CACHE: dict[str, np.ndarray] = {}
-
-
-def _noise(path: str, sample_rate: int) -> np.ndarray:
-    if path not in _NOISE_CACHE:
-        _NOISE_CACHE[path] = load_audio(path, sample_rate=sample_rate)
-    return _NOISE_CACHE[path]
 
 
 def _noise_segment(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -63,33 +42,6 @@ def _noise_segment(noise: np.ndarray, length: int, rng: np.random.Generator) -> 
         return fit_length(np.tile(noise, length // max(1, len(noise)) + 1), length)
     start = int(rng.integers(0, len(noise) - length))
     return noise[start:start + length]
-
-
-def load_clip(row: dict, spec: FeatureSpec) -> np.ndarray:
-    """One prepared row as exactly clip_samples of audio: a word clip (padded/cropped), a word fragment,
-    or a silence cut."""
-    if row["label"] == SILENCE_LABEL:
-        noise = _noise(row["path"], spec.sample_rate)
-        start = min(row["offset"], max(0, len(noise) - spec.clip_samples))
-        return fit_length(noise[start:start + spec.clip_samples], spec.clip_samples) * row["gain"]
-    audio = fit_length(load_audio(row["path"], sample_rate=spec.sample_rate), spec.clip_samples)
-    return word_fragment(audio, seed=zlib.crc32(row["path"].encode())) if row.get("fragment") else audio
-
-
-def word_fragment(audio: np.ndarray, *, seed: int) -> np.ndarray:
-    """Keep only the head or the tail (25-50%) of the spoken word, as a sliding window sees it."""
-    rng = np.random.default_rng(seed)
-    loud = np.flatnonzero(np.abs(audio) > 0.1 * max(float(np.abs(audio).max()), 1e-6))
-    if loud.size == 0:
-        return audio
-    first, last = int(loud[0]), int(loud[-1]) + 1
-    keep = int((last - first) * rng.uniform(0.25, 0.5))
-    out = audio.copy()
-    if rng.random() < 0.5:
-        out[first + keep:] = 0.0  # head only
-    else:
-        out[:last - keep] = 0.0  # tail only
-    return out
 
 
 def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: list[str], spec: FeatureSpec,
@@ -102,21 +54,23 @@ def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: li
     elif shift < 0:
         audio = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
     if noise_files and (is_silence or rng.random() < noise_probability):
-        noise = _noise_segment(_noise(noise_files[int(rng.integers(len(noise_files)))], spec.sample_rate),
+        noise = _noise_segment(noise_audio(noise_files[int(rng.integers(len(noise_files)))], spec.sample_rate),
                                spec.clip_samples, rng)
         volume = rng.uniform(0, 1.0 if is_silence else noise_volume)
         audio = np.clip(audio + volume * noise, -1.0, 1.0)
     return audio.astype(np.float32)
 
 
-def _init_worker() -> None:
+def init_worker() -> None:
     """One BLAS/OpenMP thread per worker process: the processes already fill the cores."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
 
 
-def _job(job: dict) -> dict:
+def extract_batch(job: dict) -> dict:
+    """One batch of rows -> float16 log-mel (decode, augment when version > 0, one librosa call).
+    A plain dict in and out, so it pickles to worker processes; bench times the stage's path with it."""
     spec = FeatureSpec.from_dict(job["spec"])
     audio = np.zeros((len(job["rows"]), spec.clip_samples), np.float32)
     ok = np.ones(len(job["rows"]), bool)
@@ -162,9 +116,9 @@ def _extract(cfg: Config, spec: FeatureSpec, rows: dict, ranges: dict, out: Path
     partial = {"mel_sum": np.zeros(spec.n_mels), "mel_sumsq": np.zeros(spec.n_mels), "frames": 0, "failures": [],
                "clips": total}
     workers = cfg.features.workers or os.cpu_count() or 1
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool, \
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool, \
             tqdm(total=total, desc="features", unit="clip") as bar:
-        for res, job in zip(pool.imap(_job, jobs), jobs):  # ordered: pairs each result with its job
+        for res, job in zip(pool.imap(extract_batch, jobs), jobs):  # ordered: pairs each result with its job
             split, version, feats = job["split"], job["version"], res["features"]
             at = job["start"] - job["offset"]
             arrays[split][version, at:at + len(feats)] = feats
@@ -247,24 +201,25 @@ def run(cfg: Config) -> Path:
         count = int(shards[0].name.split("-")[-1])
         missing = [i for i in range(count) if not (_shards_dir(cfg) / f"shard-{i}-of-{count}" / "partial.json").is_file()]
         if missing:
-            raise FileNotFoundError(f"features: shards {missing} of {count} are missing in {_shards_dir(cfg)}: run "
+            raise MissingInputError(f"features: shards {missing} of {count} are missing in {_shards_dir(cfg)}: run "
                                     f"--set features.shard=i/{count} for each before merging")
         partial = _merge_shards([_shards_dir(cfg) / f"shard-{i}-of-{count}" for i in range(count)], tmp, spec, versions)
         print(f"features: merged {count} shards")
     else:
         partial = _extract(cfg, spec, rows, {s: (0, len(rows[s])) for s in SPLITS}, tmp)
     if partial["frames"] == 0:
-        raise RuntimeError(f"features: no decodable training clips in {cfg.prepared_dir}")
+        raise StageError(f"features: no decodable training clips in {cfg.prepared_dir}")
     mean = partial["mel_sum"] / partial["frames"]
     variance = np.maximum(partial["mel_sumsq"] / partial["frames"] - mean**2, 1e-6)
     seconds = time.time() - t0
     failures = partial["failures"]
     stats = {"feature_spec": spec.to_dict(), "labels": cfg.labels, "mean": mean.tolist(), "variance": variance.tolist(),
              "counts": {s: int(np.load(tmp / f"{s}_valid.npy").sum()) for s in SPLITS},
-             "augmented_copies": cfg.augment.copies, "skipped": len(failures), "skipped_files": failures,
-             "seconds": round(seconds, 2), "clips_per_second": round(partial["clips"] / seconds, 1),
-             "workers": partial["workers"], "merged_shards": len(shards)}
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+             "augmented_copies": cfg.augment.copies, "skipped": len(failures), "skipped_files": failures}
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=1))  # the cache's content: no timings in it
+    (tmp / "timing.json").write_text(json.dumps({"seconds": round(seconds, 2), "clips": partial["clips"],
+                                                 "clips_per_second": round(partial["clips"] / seconds, 1),
+                                                 "workers": partial["workers"], "merged_shards": len(shards)}, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     shutil.rmtree(_shards_dir(cfg), ignore_errors=True)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config, ConfigError
-from pipeline.feature_spec import FeatureSpec
-from pipeline.features import load_split, load_stats
+from pipeline.dataset import load_split, load_stats
+from pipeline.errors import StageError
+from pipeline.model import build_from_config
 
 
 def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, num_classes: int, batch_size: int,
@@ -66,18 +67,6 @@ def strategy_for(name: str):
             raise ConfigError("config key train.distribute: multi_worker needs TF_CONFIG set (see README, 'Scale-out')")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def build_from_config(cfg: Config, stats: dict, **overrides):
-    from pipeline.model import build_model
-
-    m = cfg.model
-    spec = FeatureSpec.from_dict(stats["feature_spec"])
-    kwargs = dict(num_frames=spec.num_frames, n_mels=spec.n_mels, num_classes=len(stats["labels"]),
-                  gru_units=m.gru_units, dense_units=m.dense_units, dropout=m.dropout,
-                  mean=np.array(stats["mean"]), variance=np.array(stats["variance"]))
-    kwargs.update(overrides)
-    return build_model(**kwargs)
 
 
 def cudnn_report(blockers: dict[str, list[str]], *, gpu: bool, require: bool) -> list[str]:
@@ -161,7 +150,7 @@ def run(cfg: Config) -> Path:
     stats = load_stats(cfg.features_dir)
     labels = stats["labels"]
     if labels != cfg.labels:
-        raise RuntimeError(f"feature cache {cfg.features_dir} has labels {labels}, config wants {cfg.labels}")
+        raise StageError(f"feature cache {cfg.features_dir} has labels {labels}, config wants {cfg.labels}")
     keras.utils.set_random_seed(cfg.run.seed)
     t = cfg.train
     if t.mixed_precision:

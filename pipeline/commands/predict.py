@@ -1,8 +1,9 @@
 """./run predict MODEL FILE...: label and score per audio file.
 
-MODEL is a .tflite file (features, audio or streaming input, told apart by its input names), a
-SavedModel folder, or a run folder (its SavedModel). The feature spec and labels come from the
-manifest beside the model, so predict computes exactly the features the model was trained on.
+MODEL is any artifact that the run's manifest.json lists (a .tflite file, the SavedModel folder) or the
+run folder itself (its SavedModel). The manifest says what the artifact takes (features, audio, a
+streaming hop); the split int8 streaming network is paired with its float frontend. The feature spec
+and labels come from the run folder, so predict computes exactly the features the model was trained on.
 Files may be any format soundfile reads, at any rate (resampled), stereo (mixed down). Clips longer than
 the model's window are scored on their loudest window. A bad file is one line on stderr; the rest go on.
 """
@@ -15,17 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import AudioError, load_audio
+from pipeline.edge.run_folder import RunFolder
+from pipeline.edge.runtime import TFLiteModel, stream_clip
 from pipeline.feature_spec import FeatureSpec, logmel
-
-
-def find_run_files(model: Path) -> tuple[dict, list[str]]:
-    """The manifest (or export.json) and labels that describe a model file or folder."""
-    for folder in (model if model.is_dir() else model.parent, (model if model.is_dir() else model.parent).parent):
-        for name in ("manifest.json", "export.json"):
-            if (folder / name).is_file() and (folder / "labels.txt").is_file():
-                manifest = json.loads((folder / name).read_text())
-                return manifest, (folder / "labels.txt").read_text().split()
-    raise FileNotFoundError(f"{model}: no manifest.json and labels.txt beside it (use a file from an exports/<run>/ folder)")
 
 
 def loudest_window(audio: np.ndarray, length: int, hop: int) -> np.ndarray:
@@ -42,38 +35,30 @@ class Predictor:
 
     def __init__(self, model: str | Path):
         model = Path(model)
-        if not model.exists():
-            raise FileNotFoundError(f"{model}: no such model file or folder")
-        self.manifest, self.labels = find_run_files(model)
-        self.spec = FeatureSpec.from_dict(self.manifest["feature_spec"])
-        if model.is_dir() and not (model / "saved_model.pb").is_file():
-            model = model / "saved_model"
-        self.path = model
-        if model.suffix == ".tflite":
-            from pipeline.verify import TFLiteRunner
-
-            self.runner = TFLiteRunner(model)
-            names = set(self.runner.runner.get_input_details())
-            self.input = "streaming" if "audio_hop" in names else "audio" if "audio" in names else "features"
-        else:
+        self.run = RunFolder.of(model)
+        self.labels = self.run.labels
+        self.spec = FeatureSpec.from_dict(self.run.feature_spec)
+        self.artifact = self.run.artifact(model)
+        if self.artifact["kind"] == "saved_model":
             import tensorflow as tf
 
-            self.saved = tf.saved_model.load(str(model))
-            self.input = "saved_model"
+            self.saved = tf.saved_model.load(str(self.run.path / self.artifact["path"]))
+        elif self.artifact["variant"].startswith("streaming"):
+            self.step = self.run.streaming_step(self.artifact)  # a clear error for the frontend alone
+        else:
+            self.model = TFLiteModel(self.run.path / self.artifact["path"])
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        if self.input == "features":
-            return self.runner({"features": logmel(audio[None], self.spec)})["scores"][0]
-        if self.input == "audio":
-            return self.runner({"audio": audio[None]})["scores"][0]
-        if self.input == "streaming":
-            from pipeline.export import StreamGeometry, stream_clip_numpy
+        art = self.artifact
+        if art["kind"] == "saved_model":
+            import tensorflow as tf
 
-            geometry = StreamGeometry.from_spec(self.spec, self.manifest["model"]["gru_units"])
-            return stream_clip_numpy(self.runner, geometry, audio)
-        import tensorflow as tf
-
-        return self.saved.signatures["audio"](audio=tf.constant(audio[None]))["scores"].numpy()[0]
+            return self.saved.signatures["audio"](audio=tf.constant(audio[None]))["scores"].numpy()[0]
+        if art["variant"].startswith("streaming"):
+            return stream_clip(self.step, self.run.geometry, audio)
+        if art["input"] == "audio":
+            return self.model({"audio": audio[None]})["scores"][0]
+        return self.model({"features": logmel(audio[None], self.spec)})["scores"][0]
 
 
 def main(*, model: str, files: list[str], top_k: int = 1, as_json: bool = False) -> int:

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.errors import MissingInputError
 
 
 def _median_rate(fn, count: int, repeats: int) -> float:
@@ -32,9 +33,9 @@ def _median_rate(fn, count: int, repeats: int) -> float:
 def bench_features(cfg: Config, *, clips: int, repeats: int) -> dict:
     import librosa
 
+    from pipeline.dataset import load_clip, read_rows
     from pipeline.feature_spec import FeatureSpec
-    from pipeline.features import _init_worker, _job, load_clip
-    from pipeline.prepare import read_rows
+    from pipeline.stages.features import extract_batch, init_worker
 
     spec = FeatureSpec.from_config(cfg)
     rows = read_rows(cfg.prepared_dir, "train")[:clips]
@@ -50,11 +51,11 @@ def bench_features(cfg: Config, *, clips: int, repeats: int) -> dict:
                                                  n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax)
             10 * np.log10(np.maximum(mel, 1e-10))
 
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        pool.map(_job, jobs[:workers])  # warm the workers (imports) before timing
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
+        pool.map(extract_batch, jobs[:workers])  # warm the workers (imports) before timing
 
         def stage_path():
-            for _ in pool.imap_unordered(_job, jobs):
+            for _ in pool.imap_unordered(extract_batch, jobs):
                 pass
 
         stage = _median_rate(stage_path, len(rows), repeats)
@@ -65,16 +66,15 @@ def bench_features(cfg: Config, *, clips: int, repeats: int) -> dict:
 
 
 def bench_tflite(run_dir, manifest: dict, *, repeats: int) -> dict:
-    from pipeline.verify import TFLiteRunner
+    from pipeline.edge.runtime import TFLiteModel
 
     rng = np.random.default_rng(0)
     results = {}
     for art in manifest["artifacts"]:
         if art["kind"] != "tflite":
             continue
-        runner = TFLiteRunner(run_dir / art["path"], threads=1)
-        shapes = runner.runner.get_input_details()
-        inputs = {name: (0.1 * rng.standard_normal(d["shape"])).astype(np.float32) for name, d in shapes.items()}
+        runner = TFLiteModel(run_dir / art["path"], threads=1)
+        inputs = {name: (0.1 * rng.standard_normal(shape)).astype(np.float32) for name, shape in runner.input_shapes.items()}
         if "features" in inputs:
             inputs["features"] = (inputs["features"] * 100 - 40).astype(np.float32)  # dB-like values
         for _ in range(5):
@@ -97,8 +97,9 @@ def bench_tflite(run_dir, manifest: dict, *, repeats: int) -> dict:
 def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
     import keras
 
-    from pipeline.features import load_split, load_stats
-    from pipeline.train import build_from_config, make_dataset
+    from pipeline.dataset import load_split, load_stats
+    from pipeline.model import build_from_config
+    from pipeline.stages.train import make_dataset
 
     stats = load_stats(cfg.features_dir)
     feats, labels, rows = load_split(cfg.features_dir, "train")
@@ -133,7 +134,7 @@ def run(cfg: Config, *, quick: bool = False) -> int:
     run_dir = cfg.run_dir
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} is missing: run `./run all` (or `./run demo`) for this config first")
+        raise MissingInputError(f"{manifest_path} is missing: run `./run all` (or `./run demo`) for this config first")
     manifest = json.loads(manifest_path.read_text())
     repeats = 1 if quick else 3
     t0 = time.time()

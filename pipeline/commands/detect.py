@@ -1,0 +1,50 @@
+"""./run detect MODEL LONG_FILE [--threshold T] [--json]: time-stamped keyword detections.
+
+Runs the edge runtime's detection algorithm (pipeline/edge/detection.py) with the parameters in the
+run's manifest.json (``detection``), on a file of any length: it is read in 10-s blocks, and each
+detection is printed as soon as it is found. MODEL is a run folder (its ``detection.model``), a
+streaming .tflite of the run, or the split int8 network (paired with its float frontend).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.audio import audio_blocks
+from pipeline.edge.detection import DetectionParams, Detector
+from pipeline.edge.run_folder import RunFolder
+
+
+def main(*, model: str, file: str, threshold: float | None = None, as_json: bool = False) -> int:
+    path = Path(model)
+    run = RunFolder.of(path)
+    params = DetectionParams.from_manifest(run.manifest)
+    if threshold is not None:
+        params = replace(params, threshold=threshold)
+    if path.is_dir():
+        path = run.path / run.manifest.get("detection", {}).get("model", "model_streaming.tflite")
+    step = run.streaming_step(run.artifact(path))
+    spec = run.feature_spec
+    detector = Detector(step, run.geometry, run.labels, params, window_samples=spec["clip_samples"],
+                        sample_rate=spec["sample_rate"])
+    t0, samples, count = time.perf_counter(), 0, 0
+    for block in audio_blocks(file, sample_rate=spec["sample_rate"]):
+        samples += len(block)
+        for det in detector.feed(block):
+            count += 1
+            if as_json:
+                print(json.dumps({"time_s": round(det.time_s, 2), "label": det.label, "score": round(det.score, 4)}),
+                      flush=True)
+            else:
+                print(f"{det.time_s:9.2f} s  {det.label:10s} {det.score:.3f}", flush=True)
+    seconds = time.perf_counter() - t0
+    audio_s = samples / spec["sample_rate"]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{count} detections in {audio_s:.1f} s of audio (threshold {params.threshold}); "
+          f"real-time factor {seconds / max(audio_s, 1e-9):.3f} ({seconds:.1f} s on 1 thread), "
+          f"peak memory {peak_mb:.0f} MB", file=sys.stderr)
+    return 0

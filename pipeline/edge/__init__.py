@@ -1,0 +1,7 @@
+"""The runtime of an exported model: numpy and a TFLite interpreter only.
+
+runtime.py    TFLiteModel (named tensors), StreamGeometry, SplitStreamingStep, Stream (the hop loop),
+              stream_clip
+detection.py  the continuous-detection algorithm (windows, smoothing, threshold, refractory period)
+The live page (web/) and the phone sketches in the README mirror these two files step by step.
+"""

@@ -1,0 +1,151 @@
+"""Continuous keyword detection: the one algorithm that ``./run detect``, the verify stage's long-audio
+benchmark, the live page (web/) and the README's phone sketches run. Its parameters are written to
+manifest.json under ``detection``.
+
+1. Windows: the model was trained on 1-s clips that start from silence, so one GRU state carried
+   forever would drift from anything seen in training. ``streams`` streaming states run side by side,
+   staggered by stride = window / streams (200 ms): each starts from the zero state, takes one window
+   of audio hop by hop, is flushed (``Stream.flush``) to give that window's scores, and restarts from
+   zero. Every stride yields the scores of the latest window, equal to the 1-s model's on it.
+2. Time of a window: its centre, (end sample - window / 2) / sample rate.
+3. Smoothing: the mean score vector of the last ``smooth_windows`` windows (fewer at the start).
+4. Picking: the best keyword (not ``_silence_``/``_unknown_``) of each smoothed vector fires when its
+   score is >= ``threshold`` and the previous detection is at least ``refractory_s`` earlier.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.edge.runtime import Stream, StreamGeometry
+
+NON_KEYWORDS = ("_silence_", "_unknown_")
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    streams: int = 5  # staggered states: a decision every window / streams (200 ms)
+    smooth_windows: int = 3  # decisions averaged (600 ms)
+    threshold: float = 0.8  # smoothed keyword score that fires (verify tunes it on long audio)
+    refractory_s: float = 1.0  # after a detection, nothing fires for this long
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "DetectionParams":
+        given = manifest.get("detection", {})
+        return cls(**{key: given[key] for key in asdict(cls()) if key in given})
+
+    def to_manifest(self, *, geometry: StreamGeometry, window_samples: int, sample_rate: int) -> dict:
+        """The parameters plus the derived figures an app needs, for manifest.json's ``detection``."""
+        hops = window_samples // geometry.hop
+        return {**asdict(self), "model": "model_streaming.tflite", "window_samples": window_samples,
+                "stride_samples": hops // self.streams * geometry.hop, "hop_samples": geometry.hop,
+                "flush_hops": geometry.delay, "sample_rate": sample_rate,
+                "time": "centre of the window: (end_sample - window_samples / 2) / sample_rate"}
+
+
+@dataclass(frozen=True)
+class Detection:
+    time_s: float  # centre of the window that fired
+    label: str
+    score: float
+
+
+class WindowScorer:
+    """Step 1: ``streams`` staggered streaming states. ``push(hop)`` -> [(end_sample, scores [C])] of the
+    windows that this hop completes (none, or one when window/hop is a multiple of streams)."""
+
+    def __init__(self, step, geometry: StreamGeometry, *, window_samples: int, streams: int):
+        self.geometry = geometry
+        self.hops_per_window = window_samples // geometry.hop
+        self.stride = self.hops_per_window // streams
+        self.streams = [Stream(step, geometry) for _ in range(streams)]
+        self.hops_seen = 0
+
+    def push(self, hop_audio: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        k, done = self.hops_seen, []
+        for s, stream in enumerate(self.streams):
+            if k < s * self.stride:
+                continue  # stream s starts s strides late
+            stream.push(hop_audio)
+            if (k - s * self.stride) % self.hops_per_window == self.hops_per_window - 1:  # its window is complete
+                done.append(((k + 1) * self.geometry.hop, stream.flush()))
+                stream.reset()
+        self.hops_seen += 1
+        return done
+
+
+class Smoother:
+    """Step 3: the mean of the last ``windows`` score vectors."""
+
+    def __init__(self, windows: int):
+        self.recent = deque(maxlen=max(1, windows))
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        self.recent.append(np.asarray(scores, np.float64))
+        return np.mean(self.recent, axis=0)
+
+
+class Picker:
+    """Step 4: threshold the best keyword, then stay muted for ``refractory_s``."""
+
+    def __init__(self, labels: list[str], *, threshold: float, refractory_s: float):
+        self.labels, self.threshold, self.refractory_s = labels, threshold, refractory_s
+        self.keyword_ids = [i for i, label in enumerate(labels) if label not in NON_KEYWORDS]
+        self.muted_until = -np.inf
+
+    def __call__(self, time_s: float, smoothed: np.ndarray) -> Detection | None:
+        best = max(self.keyword_ids, key=lambda i: smoothed[i])
+        if smoothed[best] >= self.threshold and time_s >= self.muted_until:
+            self.muted_until = time_s + self.refractory_s
+            return Detection(time_s=float(time_s), label=self.labels[best], score=float(smoothed[best]))
+        return None
+
+
+class Detector:
+    """Steps 1-4 on a stream of audio of any length: ``feed(samples)`` -> the detections found in it.
+    Samples that don't fill a hop wait for the next call."""
+
+    def __init__(self, step, geometry: StreamGeometry, labels: list[str], params: DetectionParams, *,
+                 window_samples: int, sample_rate: int):
+        self.scorer = WindowScorer(step, geometry, window_samples=window_samples, streams=params.streams)
+        self.smoother = Smoother(params.smooth_windows)
+        self.picker = Picker(labels, threshold=params.threshold, refractory_s=params.refractory_s)
+        self.window_samples, self.sample_rate = window_samples, sample_rate
+        self.pending = np.zeros(0, np.float32)  # samples short of a hop, kept for the next call
+
+    def windows(self, samples: np.ndarray):
+        """Steps 1-3: yields (time_s, smoothed scores [C]) for each window the samples complete."""
+        audio = np.concatenate([self.pending, np.asarray(samples, np.float32)])
+        hop = self.scorer.geometry.hop
+        whole = len(audio) // hop * hop
+        self.pending = audio[whole:]
+        for start in range(0, whole, hop):
+            for end, scores in self.scorer.push(audio[start:start + hop]):
+                yield window_time_s(end, self.window_samples, self.sample_rate), self.smoother(scores)
+
+    def feed(self, samples: np.ndarray) -> list[Detection]:
+        """Steps 1-4: the detections that these samples complete."""
+        return [d for d in (self.picker(t, row) for t, row in self.windows(samples)) if d]
+
+
+def window_time_s(end_sample: int, window_samples: int, sample_rate: int) -> float:
+    """Step 2: a window's time is its centre."""
+    return (end_sample - window_samples / 2) / sample_rate
+
+
+def smoothed_windows(step, geometry: StreamGeometry, labels: list[str], audio: np.ndarray, params: DetectionParams,
+                     *, window_samples: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-3 over a whole recording: (window times [W], smoothed scores [W, C]), so that step 4
+    can be replayed at many thresholds (the verify stage's DET curve)."""
+    detector = Detector(step, geometry, labels, params, window_samples=window_samples, sample_rate=sample_rate)
+    pairs = list(detector.windows(audio))
+    return np.asarray([t for t, _ in pairs]), np.asarray([row for _, row in pairs]).reshape(len(pairs), len(labels))
+
+
+def pick_detections(times_s: np.ndarray, smoothed: np.ndarray, labels: list[str], *, threshold: float,
+                    refractory_s: float) -> list[Detection]:
+    """Step 4 over precomputed smoothed windows."""
+    picker = Picker(labels, threshold=threshold, refractory_s=refractory_s)
+    return [d for d in (picker(t, row) for t, row in zip(times_s, smoothed)) if d]

@@ -1,0 +1,63 @@
+"""An exported run folder as an app sees it: manifest.json (or export.json), labels.txt, and the
+artifacts the manifest lists. Finds the artifact a path names and opens a streaming step for it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel
+from pipeline.errors import MissingInputError, PipelineError
+
+
+class ArtifactError(PipelineError):
+    """A model path that is not (or not alone) a usable artifact of its run."""
+
+
+class RunFolder:
+    def __init__(self, folder: Path):
+        self.path = folder
+        for name in ("manifest.json", "export.json"):
+            if (folder / name).is_file() and (folder / "labels.txt").is_file():
+                self.manifest = json.loads((folder / name).read_text())
+                self.labels = (folder / "labels.txt").read_text().split()
+                break
+        else:
+            raise MissingInputError(f"{folder}: no manifest.json and labels.txt (use a model from an exports/<run>/ folder)")
+        self.feature_spec = self.manifest["feature_spec"]
+        self.geometry = StreamGeometry.from_spec(self.feature_spec, self.manifest["model"]["gru_units"])
+
+    @classmethod
+    def of(cls, model: Path) -> "RunFolder":
+        """The run folder of a model file or folder (its own folder, or the one above a SavedModel)."""
+        if not model.exists():
+            raise MissingInputError(f"{model}: no such model file or folder")
+        start = model if model.is_dir() else model.parent
+        for folder in (start, start.parent):
+            if (folder / "labels.txt").is_file():
+                return cls(folder)
+        return cls(start)  # raises, naming the folder
+
+    def artifact(self, model: Path) -> dict:
+        """The manifest's entry for a model path (a run folder means its SavedModel)."""
+        if model.resolve() == self.path.resolve():
+            model = self.path / "saved_model"
+        for art in self.manifest["artifacts"]:
+            if (self.path / art["path"]).resolve() == model.resolve():
+                return art
+        listed = ", ".join(a["path"] for a in self.manifest["artifacts"])
+        raise ArtifactError(f"{model}: not an artifact listed in {self.path / 'manifest.json'} ({listed})")
+
+    def streaming_step(self, art: dict, *, threads: int = 1):
+        """A ``step(inputs) -> outputs`` for a streaming artifact: the one-piece model, or the int8
+        network paired with its float frontend."""
+        if art["variant"] == "streaming":
+            return TFLiteModel(self.path / art["path"], threads=threads)
+        if art["variant"] == "streaming_int8":
+            return SplitStreamingStep(TFLiteModel(self.path / art["frontend"], threads=threads),
+                                      TFLiteModel(self.path / art["path"], threads=threads),
+                                      state_names=self.geometry.gru_state_names)
+        if art["variant"] == "streaming_frontend":
+            raise ArtifactError(f"{art['path']} computes log-mel frames only, no scores: use "
+                                "model_streaming_int8.tflite (it pairs with this frontend) or model_streaming.tflite")
+        raise ArtifactError(f"{art['path']} is not a streaming model (use model_streaming.tflite or "
+                            "model_streaming_int8.tflite)")
