@@ -69,8 +69,10 @@ def stamp_path(cfg: Config, stage: str) -> Path:
 
 def content_hashes(paths: tuple[Path, ...]) -> dict[str, str]:
     """sha256 of each file; a folder (a dataset or the feature cache, gigabytes at full size, and named
-    by a hash of the config that made it) by its file names and sizes."""
-    return {str(p): tree_listing_sha256(p) if p.is_dir() else sha256_file(p) for p in paths}
+    by a hash of the config that made it) by its file names and sizes. A non-chief training worker
+    writes nothing: its outputs are "missing"."""
+    return {str(p): tree_listing_sha256(p) if p.is_dir() else sha256_file(p) if p.is_file() else "missing"
+            for p in paths}
 
 
 def _action(cfg: Config, stage: Stage, errors: list[str]):

@@ -1,7 +1,7 @@
 """SpecAugment (frequency and time masks) through tensorflow-io.
 
 The only module that imports tensorflow_io: 0.37.1 is its last release and loads only with TF 2.16
-(FACTS.md), so if it has to go, this file is the one to replace.
+(docs/stack.md), so if it has to go, this file is the one to replace.
 """
 from __future__ import annotations
 

@@ -84,3 +84,16 @@ def test_feature_cache_key_ignores_training_keys_but_not_feature_keys():
     assert load_config(DEMO, ["train.epochs=1"]).features_dir == base.features_dir
     assert load_config(DEMO, ["features.n_mels=32"]).features_dir != base.features_dir
     assert load_config(DEMO, ["run.name=other"]).dataset_dir == base.dataset_dir
+
+
+def test_unknown_config_key_on_the_command_line_is_a_one_line_error():
+    import subprocess
+    import sys
+
+    from pipeline.config import REPO_ROOT
+
+    result = subprocess.run([sys.executable, "-m", "pipeline", "status", "--set", "train.epochz=3"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown config key train.epochz")
+    assert len(result.stderr.strip().splitlines()) == 1

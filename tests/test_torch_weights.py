@@ -75,6 +75,7 @@ def torch_cpu_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains through scripts/gpu_check.py in a torch subprocess
 def test_gpu_check_report(torch_cpu_run):
     report = json.loads((torch_cpu_run / "report.json").read_text())
     assert report["keras_backend"] == "torch" and report["tensorflow_imported"] is False
@@ -89,6 +90,7 @@ def test_gpu_check_report(torch_cpu_run):
     assert set(np.load(torch_cpu_run / "outputs.npz").files) >= {"x", "probs_auto", "probs_false"}
 
 
+@pytest.mark.slow
 def test_torch_trained_weights_give_same_outputs_on_tf(torch_cpu_run):
     diffs = tf_max_diffs(torch_cpu_run)
     assert set(diffs) == {"auto", "false"}

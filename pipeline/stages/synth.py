@@ -194,6 +194,8 @@ def run(cfg: Config) -> Path:
                                 desc="synth", unit="clip"):
             if error:
                 failures.append({"path": path, "error": error})
+    if jobs and len(failures) == len(jobs):
+        raise StageError(f"synth: every clip failed, e.g. {failures[0]['path']}: {failures[0]['error']}")
     rng = np.random.default_rng(cfg.run.seed + 1)
     noise_dir = tmp / "_background_noise_"
     noise_dir.mkdir()
