@@ -194,18 +194,50 @@ def test_predict_refuses_the_streaming_frontend_alone_in_one_line(tiny_run):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_detect_prints_time_stamped_detections(tiny_run, tmp_path):
+def test_detect_streams_a_file_and_matches_the_edge_runtime(tiny_run, tmp_path):
+    from pipeline.edge.detection import DetectionParams, Detector
+    from pipeline.edge.run_folder import RunFolder
+
     tmp, run_dir, _ = tiny_run
-    clips = sorted((tmp / "data").glob("synth_*/yes/*.wav"))[:3]
+    clips = sorted((tmp / "data").glob("synth_*/*/*.wav"))[::7][:12]
     audio = np.concatenate([np.concatenate([sf.read(c, dtype="float32")[0], np.zeros(8000, np.float32)]) for c in clips])
-    path = tmp_path / "long.wav"
+    path, path_44k = tmp_path / "long.wav", tmp_path / "long_44k.flac"
     sf.write(path, audio, 16000)
-    result = cli("detect", str(run_dir), str(path), "--json", "--threshold", "0.0", tmp=tmp)
+    import librosa
+
+    sf.write(path_44k, librosa.resample(audio, orig_sr=16000, target_sr=44100), 44100)
+    result = cli("detect", str(run_dir), str(path), "--json", "--threshold", "0.3", tmp=tmp)
     assert result.returncode == 0, result.stderr
     detections = [json.loads(line) for line in result.stdout.splitlines()]
-    assert detections and all(0 <= d["time_s"] <= len(audio) / 16000 for d in detections)
+    assert len(detections) >= 2 and all(0 <= d["time_s"] <= len(audio) / 16000 for d in detections)
     times = [d["time_s"] for d in detections]
     assert all(b - a >= 1.0 - 1e-6 for a, b in zip(times, times[1:]))  # refractory period
+    assert "real-time factor" in result.stderr and "peak memory" in result.stderr
+    # the command reads 10-s blocks; the runtime fed all at once finds the same detections
+    run = RunFolder(run_dir)
+    params = DetectionParams.from_manifest(run.manifest)
+    detector = Detector(run.streaming_step(run.artifact(run_dir / "model_streaming.tflite")), run.geometry, run.labels,
+                        DetectionParams(**{**params.__dict__, "threshold": 0.3}), window_samples=16000, sample_rate=16000)
+    expected = [{"time_s": round(d.time_s, 2), "label": d.label, "score": round(d.score, 4)} for d in detector.feed(audio)]
+    assert detections == expected
+    # another rate goes through the streaming resampler: the first detection within one window stride
+    other = cli("detect", str(run_dir), str(path_44k), "--json", "--threshold", "0.3", tmp=tmp)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout.splitlines()[0])["time_s"] == pytest.approx(times[0], abs=0.21)
+    # the split int8 pair runs the same algorithm
+    pair = cli("detect", str(run_dir / "model_streaming_int8.tflite"), str(path), "--json", "--threshold", "0.3", tmp=tmp)
+    assert pair.returncode == 0 and pair.stdout.strip(), pair.stderr
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not audio"], ids=["missing", "empty", "unreadable"])
+def test_detect_on_a_bad_file_is_one_line(tiny_run, tmp_path, content):
+    tmp, run_dir, _ = tiny_run
+    path = tmp_path / "bad.wav"
+    if content is not None:
+        path.write_bytes(content)
+    result = cli("detect", str(run_dir), str(path), tmp=tmp)
+    assert result.returncode == 1 and result.stderr.strip().startswith("error:") and str(path) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def _free_port() -> int:
