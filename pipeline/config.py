@@ -35,6 +35,7 @@ ALL_WORDS_V1 = ALL_WORDS_V2[:30]
 
 # Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
 NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
+LONG_AUDIO_VERSION = 1  # bump when pipeline/long_audio.py makes different recordings from the same config
 # What the synthesized dataset depends on (its folder name is a hash of these).
 SYNTH_KEYS = ("synth", "run.seed", "features.sample_rate", "features.clip_samples", "task.validation_percentage",
               "task.testing_percentage")
@@ -151,7 +152,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     int8_calibration_examples: int = 200  # representative examples from the train split
-    long_audio_minutes: float = 10.0  # synthesized recording for recall / false alarms per hour (0 = skip)
+    # minutes of each always-on recording (validation picks the threshold, test reports; 0 = skip). An hour
+    # of running speech gives false alarms per hour with a resolution of 1 (pipeline/long_audio.py)
+    long_audio_minutes: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,13 @@ class Config:
     def features_dir(self) -> Path:
         """Feature cache: depends on the split index, the feature spec and the augmentation."""
         return self.prepared_dir.with_name(f"{self.prepared_dir.name}_features_{self.section_hash('features', 'augment')[:8]}")
+
+    @property
+    def long_audio_dir(self) -> Path:
+        """The always-on benchmark's recordings (pipeline/long_audio.py): depend on the split index, the
+        espeak voices and the length."""
+        key = self.section_hash("export.long_audio_minutes", "synth.voices", "synth.variants", "run.seed")
+        return self.prepared_dir.with_name(f"{self.prepared_dir.name}_long_audio_v{LONG_AUDIO_VERSION}_{key[:8]}")
 
     def value(self, key: str):
         """A section (as a dict) or a dotted key's value: ``cfg.value("train")``, ``cfg.value("run.seed")``."""

@@ -135,15 +135,6 @@ def window_time_s(end_sample: int, window_samples: int, sample_rate: int) -> flo
     return (end_sample - window_samples / 2) / sample_rate
 
 
-def smoothed_windows(step, geometry: StreamGeometry, labels: list[str], audio: np.ndarray, params: DetectionParams,
-                     *, window_samples: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1-3 over a whole recording: (window times [W], smoothed scores [W, C]), so that step 4
-    can be replayed at many thresholds (the verify stage's DET curve)."""
-    detector = Detector(step, geometry, labels, params, window_samples=window_samples, sample_rate=sample_rate)
-    pairs = list(detector.windows(audio))
-    return np.asarray([t for t, _ in pairs]), np.asarray([row for _, row in pairs]).reshape(len(pairs), len(labels))
-
-
 def pick_detections(times_s: np.ndarray, smoothed: np.ndarray, labels: list[str], *, threshold: float,
                     refractory_s: float) -> list[Detection]:
     """Step 4 over precomputed smoothed windows."""

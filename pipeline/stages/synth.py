@@ -9,8 +9,6 @@ speaker-disjoint: test accuracy measures voices the model never heard.
 from __future__ import annotations
 
 import csv
-import ctypes
-import hashlib
 import json
 import multiprocessing
 import os
@@ -24,59 +22,8 @@ from tqdm import tqdm
 from pipeline.audio import write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
 from pipeline.dataset import which_set
+from pipeline.espeak import Espeak, speaker_id
 from pipeline.errors import StageError
-
-ESPEAK_RATE, ESPEAK_VOLUME, ESPEAK_PITCH, ESPEAK_RANGE = 1, 2, 3, 4  # espeak_PARAMETER
-AUDIO_OUTPUT_SYNCHRONOUS = 2
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-
-class Espeak:
-    """Minimal ctypes binding of the libespeak-ng bundled by espeakng-loader (one per process)."""
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self.data_path = Path(espeakng_loader.get_data_path())
-        self.lib.espeak_Initialize.restype = ctypes.c_int
-        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self.sample_rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), 0)
-        if self.sample_rate <= 0:
-            raise StageError(f"espeak_Initialize failed with data path {self.data_path}")
-        self._chunks: list[np.ndarray] = []
-        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: C holds the pointer
-        self.lib.espeak_SetSynthCallback(self._callback)
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                          ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-
-    def _collect(self, wav, numsamples, events) -> int:
-        if wav and numsamples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
-        return 0
-
-    def variants(self) -> list[str]:
-        return sorted(p.name for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file() and " " not in p.name)
-
-    def say(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int = 50) -> np.ndarray:
-        """Speak ``text``; returns float32 PCM at ``self.sample_rate``."""
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise StageError(f"espeak has no voice {voice!r}")
-        for param, value in ((ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch), (ESPEAK_RANGE, pitch_range), (ESPEAK_VOLUME, 100)):
-            self.lib.espeak_SetParameter(param, value, 0)
-        self._chunks = []
-        data = text.encode() + b"\0"
-        if self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None) != 0:
-            raise StageError(f"espeak_Synth failed for {text!r} with voice {voice!r}")
-        pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return pcm.astype(np.float32) / 32768.0
-
-
-def speaker_id(voice: str, variant: str) -> str:
-    """8 hex digits, like the real dataset's speaker ids."""
-    return hashlib.sha1(f"{voice}+{variant}".encode()).hexdigest()[:8]
-
 
 def _trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     loud = np.flatnonzero(np.abs(audio) > threshold)

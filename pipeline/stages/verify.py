@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.audio import AudioError, load_audio
-from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Config
+from pipeline.config import Config
 from pipeline.dataset import load_clip, read_rows
-from pipeline.edge.detection import DetectionParams, pick_detections, smoothed_windows
+from pipeline.edge.detection import DetectionParams, pick_detections
 from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel, stream_clip
 from pipeline.errors import PipelineError
 from pipeline.feature_spec import FeatureSpec, logmel
@@ -187,10 +186,14 @@ def run(cfg: Config) -> Path:
 
     manifest["config"] = cfg.to_dict()  # verify-only keys (export.long_audio_minutes) may be newer than export's
     if cfg.export.long_audio_minutes > 0:
-        la = manifest["long_audio"] = long_audio_eval(cfg, run_dir, manifest, geometry, minutes=cfg.export.long_audio_minutes)
+        la = manifest["long_audio"] = long_audio_eval(cfg, run_dir, manifest, model, spec)
         manifest["detection"]["threshold"] = la["threshold"]
-        print(f"verify: long audio ({la['minutes']} min, {la['keywords']} keywords): recall {la['recall']:.3f} at "
-              f"{la['false_alarms_per_hour']:.1f} false alarms/hour (threshold {la['threshold']}) -> det_curve.png")
+        v = la["validation"]
+        print(f"verify: always-on, validation recording ({la['minutes']} min, {v['keywords']} keywords): threshold "
+              f"{la['threshold']} gives recall {v['recall']:.3f} at {v['false_alarms_per_hour']:.1f} false alarms/hour")
+        print(f"verify: always-on, test recording ({la['keywords']} keywords, voices never tuned on): recall "
+              f"{la['recall']:.3f} ({la['test']['hits']}/{la['keywords']}) at {la['false_alarms_per_hour']:.1f} false "
+              f"alarms/hour ({la['false_alarms']}) -> long_audio.json, det_curve.png")
     manifest["verified"] = {"keras_test_accuracy": round(keras_accuracy, 6), "ok": not failures, "failures": failures,
                             "goals_missed": missed}
     write_json_atomic(run_dir / "manifest.json", manifest)
@@ -215,46 +218,28 @@ def summary_line(checks: dict) -> str:
     return "  ".join(parts)
 
 
-# ---- continuous detection on a long recording ---------------------------------------------------
+# ---- continuous detection on long recordings of running speech ---------------------------------
 
-def synth_long_stream(cfg: Config, spec: FeatureSpec, *, minutes: float, seed: int) -> tuple[np.ndarray, list[dict]]:
-    """A long recording from held-out test clips: keywords and unknown words every 2-4 s over
-    background noise. Returns (audio [S], keyword events with label/start_s/end_s)."""
-    rng = np.random.default_rng(seed)
-    sr = spec.sample_rate
-    rows = [r for r in read_rows(cfg.prepared_dir, "test") if r["label"] != SILENCE_LABEL]
-    keyword_rows = [r for r in rows if r["label"] != UNKNOWN_LABEL]
-    unknown_rows = [r for r in rows if r["label"] == UNKNOWN_LABEL]
-    total = int(minutes * 60 * sr)
-    noise_files = sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav"))
-    audio = np.zeros(total, np.float32)
-    if noise_files:
-        noise = np.concatenate([load_audio(p, sample_rate=sr) for p in noise_files])
-        audio += 0.1 * np.resize(noise, total)  # quiet, continuous background
-    events, t, skipped = [], 1.0, 0
-    while t + 1.5 < total / sr:
-        pool = unknown_rows if (unknown_rows and rng.random() < 0.3) else keyword_rows
-        row = pool[int(rng.integers(len(pool)))]
-        try:
-            clip = load_clip(row, spec)
-        except AudioError:
-            skipped += 1
-            t += 1.0
-            continue
-        start = int(t * sr)
-        audio[start:start + len(clip)] += clip
-        loud = np.flatnonzero(np.abs(clip) > 0.1 * np.abs(clip).max())
-        if row["label"] != UNKNOWN_LABEL and loud.size:
-            events.append({"label": row["label"], "start_s": (start + loud[0]) / sr, "end_s": (start + loud[-1]) / sr})
-        t += 1.0 + rng.uniform(1.0, 3.0)
-    if skipped:
-        print(f"verify: {skipped} unreadable test clips left out of the long recording")
-    return np.clip(audio, -1, 1), events
+def window_scores(model, spec: FeatureSpec, audio: np.ndarray, *, window_samples: int, stride_samples: int,
+                  hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(end samples [W], scores [W, C]) of the detection windows, computed in batches with the Keras model
+    on librosa features. The staggered streaming states (pipeline/edge/detection.py) give exactly these
+    windows: the one ending at every multiple of the stride from ``window_samples`` on, within the whole
+    hops received; verify checks on every test clip that the streaming model gives the Keras scores
+    (within 1e-4), and this is ~5x faster over hours of audio."""
+    whole = len(audio) // hop * hop
+    ends = np.arange(window_samples, whole + 1, stride_samples)
+    scores = []
+    for i in range(0, len(ends), 512):
+        batch = np.stack([audio[end - window_samples:end] for end in ends[i:i + 512]])
+        scores.append(model.predict(logmel(batch, spec), batch_size=512, verbose=0))
+    return ends, np.concatenate(scores) if scores else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def match_events(detections: list, events: list[dict], *, early_s: float = 0.5, late_s: float = 1.0) -> tuple[int, int]:
-    """(hits, false alarms): a detection hits an unmatched keyword event of the same label whose span
-    [start - early_s, end + late_s] contains the detection time; anything else is a false alarm."""
+def match_events(detections: list, events: list[dict], *, early_s: float = 0.5, late_s: float = 1.0
+                 ) -> tuple[int, int, list[bool]]:
+    """(hits, false alarms, hit per event): a detection hits an unmatched keyword event of the same label
+    whose span [start - early_s, end + late_s] contains the detection time; anything else is a false alarm."""
     used = [False] * len(events)
     hits = false_alarms = 0
     for det in detections:
@@ -265,55 +250,91 @@ def match_events(detections: list, events: list[dict], *, early_s: float = 0.5, 
                 break
         else:
             false_alarms += 1
-    return hits, false_alarms
+    return hits, false_alarms, used
 
 
-def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, geometry: StreamGeometry, *, minutes: float) -> dict:
-    """Recall and false alarms per hour of the streaming model on a synthesized long recording, over a
-    threshold sweep; writes long_audio.json and det_curve.png; returns the summary for the manifest."""
-    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+THRESHOLDS = np.round(np.concatenate([np.arange(0.30, 0.95, 0.05), np.arange(0.95, 0.999, 0.005),
+                                      [0.997, 0.998, 0.999]]), 4)
+TARGET_FALSE_ALARMS_PER_HOUR = 1.0
+
+
+def sweep(times: np.ndarray, smoothed: np.ndarray, events: list[dict], labels: list[str], *, hours: float,
+          params: DetectionParams) -> list[dict]:
+    """Recall and false alarms per hour at every threshold of THRESHOLDS (steps 4 of the detection
+    algorithm replayed on the same smoothed windows)."""
+    points = []
+    for threshold in THRESHOLDS:
+        detections = pick_detections(times, smoothed, labels, threshold=float(threshold), refractory_s=params.refractory_s)
+        hits, false_alarms, hit = match_events(detections, events)
+        recall = {kind: float(np.mean([h for h, e in zip(hit, events) if e["kind"] == kind]) if any(
+            e["kind"] == kind for e in events) else float("nan")) for kind in ("alone", "phrase")}
+        points.append({"threshold": float(threshold), "recall": hits / max(1, len(events)), "hits": hits,
+                       "false_alarms": false_alarms, "false_alarms_per_hour": false_alarms / hours,
+                       "recall_alone": recall["alone"], "recall_in_phrases": recall["phrase"]})
+    return points
+
+
+def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: FeatureSpec) -> dict:
+    """The always-on benchmark (pipeline/long_audio.py): the threshold is the one with the best recall at
+    <= TARGET_FALSE_ALARMS_PER_HOUR on the validation recording; the test recording, never tuned on, gives
+    the reported figures. Writes long_audio.json and det_curve.png; returns the summary for the manifest."""
+    from pipeline.edge.detection import Smoother, window_time_s
+    from pipeline.long_audio import recordings
+
     labels = manifest["labels"]
     params = DetectionParams.from_manifest(manifest)
-    audio, events = synth_long_stream(cfg, spec, minutes=minutes, seed=cfg.run.seed)
-    model = TFLiteModel(run_dir / "model_streaming.tflite")
-    times, smoothed = smoothed_windows(model, geometry, labels, audio, params, window_samples=spec.clip_samples,
-                                       sample_rate=spec.sample_rate)
-    hours = len(audio) / spec.sample_rate / 3600
-    sweep = []
-    for threshold in np.round(np.concatenate([np.arange(0.30, 0.95, 0.05), np.arange(0.95, 1.0, 0.005)]), 3):
-        detections = pick_detections(times, smoothed, labels, threshold=float(threshold), refractory_s=params.refractory_s)
-        hits, false_alarms = match_events(detections, events)
-        sweep.append({"threshold": float(threshold), "recall": hits / max(1, len(events)),
-                      "false_alarms": false_alarms, "false_alarms_per_hour": false_alarms / hours})
-    ok = [p for p in sweep if p["false_alarms_per_hour"] <= 1.0]
-    chosen = max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok else min(sweep, key=lambda p: p["false_alarms"])
-    summary = {"minutes": minutes, "keywords": len(events), "threshold": chosen["threshold"],
-               "recall": round(chosen["recall"], 4), "false_alarms": chosen["false_alarms"],
-               "false_alarms_per_hour": round(chosen["false_alarms_per_hour"], 3),
-               "goal": "recall >= 0.95 at <= 1 false alarm per hour",
-               "real_time_factor": round(model.seconds / (len(audio) / spec.sample_rate), 5)}
-    write_json_atomic(run_dir / "long_audio.json", {**summary, "sweep": sweep, "events": events})
-    plot_det(sweep, run_dir / "det_curve.png", chosen)
+    stride = manifest["detection"]["stride_samples"]
+    curves, counts = {}, {}
+    for split, (audio, events, info) in recordings(cfg, spec).items():
+        ends, scores = window_scores(model, spec, audio, window_samples=spec.clip_samples, stride_samples=stride,
+                                     hop=spec.hop_length)
+        smoother = Smoother(params.smooth_windows)
+        smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
+        times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
+        curves[split] = sweep(times, smoothed, events, labels, hours=len(audio) / spec.sample_rate / 3600, params=params)
+        counts[split] = {**info, "hours": round(len(audio) / spec.sample_rate / 3600, 3)}
+    ok = [p for p in curves["validation"] if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
+    chosen = (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
+              else min(curves["validation"], key=lambda p: (p["false_alarms"], -p["recall"])))
+    test = next(p for p in curves["test"] if p["threshold"] == chosen["threshold"])
+    summary = {"minutes": cfg.export.long_audio_minutes, "threshold": chosen["threshold"],
+               "picked_on": f"validation recording: best recall at <= {TARGET_FALSE_ALARMS_PER_HOUR} false alarm/hour",
+               "validation": {**_point(chosen), **counts["validation"]}, "test": {**_point(test), **counts["test"]},
+               # the reported figures: the test recording at the validation threshold
+               "keywords": counts["test"]["keywords"], "recall": round(test["recall"], 4),
+               "false_alarms": test["false_alarms"], "false_alarms_per_hour": round(test["false_alarms_per_hour"], 3),
+               "goal": "recall >= 0.95 at <= 1 false alarm per hour"}
+    write_json_atomic(run_dir / "long_audio.json", {**summary, "sweep": curves})
+    plot_det(curves, run_dir / "det_curve.png", chosen["threshold"])
     return summary
 
 
-def plot_det(sweep: list[dict], path: Path, chosen: dict) -> None:
-    """False-reject rate against false alarms per hour, one point per threshold."""
+def _point(p: dict) -> dict:
+    return {"recall": round(p["recall"], 4), "hits": p["hits"], "false_alarms": p["false_alarms"],
+            "false_alarms_per_hour": round(p["false_alarms_per_hour"], 3),
+            "recall_alone": round(p["recall_alone"], 4), "recall_in_phrases": round(p["recall_in_phrases"], 4)}
+
+
+def plot_det(curves: dict[str, list[dict]], path: Path, threshold: float) -> None:
+    """False-reject rate against false alarms per hour, one point per threshold, per recording."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    fa = [max(p["false_alarms_per_hour"], 0.1) for p in sweep]
-    frr = [100 * (1 - p["recall"]) for p in sweep]
-    ax.plot(fa, frr, "o-", ms=3)
-    ax.plot([max(chosen["false_alarms_per_hour"], 0.1)], [100 * (1 - chosen["recall"])], "r*", ms=12,
-            label=f"threshold {chosen['threshold']}: recall {chosen['recall']:.1%}")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for split, points in curves.items():
+        fa = [max(p["false_alarms_per_hour"], 0.1) for p in points]
+        frr = [100 * (1 - p["recall"]) for p in points]
+        line, = ax.plot(fa, frr, "o-", ms=3, label=f"{split} recording")
+        chosen = next(p for p in points if p["threshold"] == threshold)
+        ax.plot([max(chosen["false_alarms_per_hour"], 0.1)], [100 * (1 - chosen["recall"])], "*", ms=13,
+                color=line.get_color(), label=f"{split} at threshold {threshold}: recall {chosen['recall']:.1%}, "
+                                              f"{chosen['false_alarms_per_hour']:.1f} FA/h")
     ax.set_xscale("log")
     ax.set_xlabel("false alarms per hour (0 drawn at 0.1)")
     ax.set_ylabel("false rejects (%)")
-    ax.set_title("DET curve: streaming model on a synthesized long recording")
+    ax.set_title("Always-on: running speech from held-out voices")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=7)
     save_figure(fig, path, dpi=100)

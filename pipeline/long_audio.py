@@ -1,0 +1,199 @@
+"""The always-on benchmark's recordings: running speech with command words in it, from held-out voices.
+
+A keyword spotter that listens all day hears mostly ordinary speech; its false alarms come from there.
+The verify stage measures recall and false alarms per hour on two recordings made here:
+- ``validation``: voices of the validation split; verify picks the detection threshold on it;
+- ``test``: voices of the test split; verify reports its figures at that threshold.
+No voice of either is ever trained on (the splits are speaker-disjoint).
+
+Each recording is ``minutes`` long: stretches of running speech (1-4 sentences without any command
+word, ``pipeline/sentences.py``, spoken by one espeak-ng voice of the split with its own rate and
+pitch), and between them, every 10-20 s on average, a command word: said alone (a keyword clip of the
+split, as in the dataset) or inside a short carrier phrase ("please say {} now"), where espeak's word
+timings give its span. Under it all runs background noise (the dataset's ``_background_noise_``
+files) at a signal-to-noise ratio drawn per 30-s block from ``SNRS_DB``.
+
+Recordings are made once and cached, like any stage output, in ``Config.long_audio_dir`` (its name is
+a hash of what they depend on): ``{split}.wav`` (16-bit PCM) and ``{split}.json`` (the keyword events).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.audio import AudioError, load_audio, write_wav
+from pipeline.config import COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL, Config
+from pipeline.dataset import load_clip, read_rows, which_set
+from pipeline.errors import StageError
+from pipeline.espeak import Espeak, speaker_id
+from pipeline.feature_spec import FeatureSpec
+from pipeline.sentences import carrier, sentence
+
+SPLITS = ("validation", "test")
+SNRS_DB = (20.0, 10.0, 5.0)  # speech-to-noise ratios of the background, one per 30-s block
+NOISE_BLOCK_S = 30.0
+KEYWORD_EVERY_S = (10.0, 20.0)  # a command word after this much running speech (uniform)
+
+
+def split_speakers(cfg: Config, split: str, variants: list[str]) -> list[str]:
+    """The espeak voices ("accent+variant") whose speaker falls in a split by the dataset's SHA1 rule:
+    the demo dataset's own speakers of that split (for a downloaded dataset: voices no one trains on)."""
+    name = {"validation": "validation", "test": "testing"}[split]
+    voices = [f"{voice}+{variant}" for voice in cfg.synth.voices for variant in variants
+              if which_set(f"{speaker_id(voice, variant)}_nohash_0.wav", validation_percentage=cfg.task.validation_percentage,
+                           testing_percentage=cfg.task.testing_percentage) == name]
+    if not voices:
+        raise StageError(f"no espeak voice of synth.voices x synth.variants falls in the {split} split: add voices")
+    return voices
+
+
+# ---- rendering speech in worker processes (one espeak each) ------------------------------------
+_ESPEAK: Espeak | None = None
+
+
+def _init_worker() -> None:
+    global _ESPEAK
+    _ESPEAK = Espeak()
+
+
+def _render(job: dict) -> dict:
+    """Speak one piece of text at the recording's rate; for a carrier phrase, also where its slot word is."""
+    import soxr
+
+    audio, words = _ESPEAK.say_timed(job["text"], voice=job["voice"], rate=job["rate"], pitch=job["pitch"])
+    scale = job["sample_rate"] / _ESPEAK.sample_rate
+    out = {"audio": soxr.resample(audio, _ESPEAK.sample_rate, job["sample_rate"]).astype(np.float32), "span": None}
+    if job.get("keyword"):
+        at = job["text"].index(job["keyword"])
+        for pos, start, end in words:
+            if pos == at:
+                out["span"] = (int(start * scale), int(end * scale))
+    return out
+
+
+def plan(cfg: Config, split: str, *, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator
+         ) -> list[dict]:
+    """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase)."""
+    pieces, planned, next_keyword = [], 0.0, rng.uniform(*KEYWORD_EVERY_S)
+    while planned < minutes * 60 * 1.1:  # speech length is only estimated here: plan 10% more
+        voice = voices[int(rng.integers(len(voices)))]
+        rate, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
+        if planned >= next_keyword:
+            word = COMMAND_WORDS[int(rng.integers(len(COMMAND_WORDS)))]
+            if rng.random() < 0.5:
+                pieces.append({"kind": "alone", "label": word, "pause": float(rng.uniform(0.5, 1.2))})
+            else:
+                pieces.append({"kind": "phrase", "label": word, "text": carrier(rng).format(word), "keyword": word,
+                               "voice": voice, "rate": rate, "pitch": pitch, "sample_rate": sample_rate,
+                               "pause": float(rng.uniform(0.3, 0.8))})
+            next_keyword = planned + rng.uniform(*KEYWORD_EVERY_S)
+            planned += 2.0
+            continue
+        text = ". ".join(sentence(rng) for _ in range(int(rng.integers(1, 5))))
+        pieces.append({"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch,
+                       "sample_rate": sample_rate, "pause": float(rng.uniform(0.2, 0.8))})
+        planned += 0.38 * len(text.split()) * 160 / rate + pieces[-1]["pause"]
+    return pieces
+
+
+def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float, voices: list[str],
+                   pool) -> tuple[np.ndarray, list[dict], dict]:
+    """(audio [S], keyword events [{label, start_s, end_s, kind}], counts) of one split's recording."""
+    sr = spec.sample_rate
+    rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)])
+    pieces = plan(cfg, split, minutes=minutes, sample_rate=sr, voices=voices, rng=rng)
+    spoken = [p for p in pieces if p["kind"] != "alone"]
+    rendered = dict(zip(map(id, spoken), tqdm(pool.imap(_render, spoken, chunksize=4), total=len(spoken),
+                                              desc=f"long audio ({split})", unit="piece", leave=False)))
+    rows = [r for r in read_rows(cfg.prepared_dir, "test" if split == "test" else "validation")
+            if r["label"] not in (SILENCE_LABEL, UNKNOWN_LABEL) and not r.get("fragment")]
+    total = int(minutes * 60 * sr)
+    speech = np.zeros(total, np.float32)
+    events, at, skipped = [], int(0.5 * sr), 0
+    for piece in pieces:
+        if at >= total:
+            break
+        if piece["kind"] == "alone":
+            candidates = [r for r in rows if r["label"] == piece["label"]] or rows
+            try:
+                audio = load_clip(candidates[int(rng.integers(len(candidates)))], spec)
+            except AudioError:
+                skipped += 1
+                continue
+            loud = np.flatnonzero(np.abs(audio) > 0.1 * max(float(np.abs(audio).max()), 1e-6))
+            if loud.size == 0:
+                continue
+            audio, span = audio[loud[0]:loud[-1] + 1], (0, loud[-1] + 1 - loud[0])
+        else:
+            out = rendered[id(piece)]
+            audio, span = out["audio"], out["span"]
+            peak = float(np.abs(audio).max())
+            if peak < 1e-3:
+                continue
+            audio = audio / peak * rng.uniform(0.3, 0.9)
+        audio = audio[:total - at]
+        speech[at:at + len(audio)] = audio
+        if piece["kind"] != "speech" and span is not None and at + span[1] <= total:
+            events.append({"label": piece["label"], "kind": piece["kind"], "start_s": (at + span[0]) / sr,
+                           "end_s": (at + span[1]) / sr})
+        at += len(audio) + int(piece["pause"] * sr)
+    mixed = add_noise(speech, noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+    counts = {"keywords": len(events), "alone": sum(e["kind"] == "alone" for e in events),
+              "in_phrases": sum(e["kind"] == "phrase" for e in events), "voices": len(voices),
+              "skipped_unreadable_clips": skipped}
+    return mixed, events, counts
+
+
+def noise_track(cfg: Config, length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """The dataset's background-noise files, end to end from a random start, as long as the recording."""
+    files = sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav"))
+    if not files:
+        return np.zeros(length, np.float32)
+    noise = np.concatenate([load_audio(p, sample_rate=sample_rate) for p in files])
+    return np.roll(np.resize(noise, length), int(rng.integers(len(noise))))
+
+
+def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """speech + noise, the noise scaled per 30-s block to an SNR drawn from SNRS_DB (speech power measured
+    over its active samples, so pauses don't make the noise louder)."""
+    active = np.abs(speech) > 0.01
+    speech_power = float(np.mean(speech[active] ** 2)) if active.any() else 1e-4
+    out = speech.copy()
+    block = int(NOISE_BLOCK_S * sample_rate)
+    for start in range(0, len(speech), block):
+        part = noise[start:start + block]
+        power = float(np.mean(part ** 2))
+        if power > 0:
+            snr = SNRS_DB[int(rng.integers(len(SNRS_DB)))]
+            out[start:start + block] += part * np.sqrt(speech_power / power / 10 ** (snr / 10))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
+    """{split: (audio, events, counts)} for validation and test, made once and cached."""
+    folder = cfg.long_audio_dir
+    if not all((folder / f"{split}.json").is_file() for split in SPLITS):
+        espeak = Espeak()
+        variants = cfg.synth.variants or espeak.variants()
+        del espeak
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        workers = cfg.features.workers or multiprocessing.cpu_count()
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for split in SPLITS:
+                audio, events, counts = make_recording(cfg, spec, split, minutes=cfg.export.long_audio_minutes,
+                                                       voices=split_speakers(cfg, split, variants), pool=pool)
+                write_wav(tmp / f"{split}.wav", audio, spec.sample_rate)
+                (tmp / f"{split}.json").write_text(json.dumps({"counts": counts, "events": events}, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    out = {}
+    for split in SPLITS:
+        meta = json.loads((folder / f"{split}.json").read_text())
+        out[split] = (load_audio(folder / f"{split}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
+    return out
