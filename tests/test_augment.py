@@ -221,3 +221,29 @@ def test_features_stage_uses_snr_noise_for_words_and_keeps_the_volume_mix_for_si
     assert abs(10 * np.log10(speech / np.mean((out.astype(np.float64) - word) ** 2)) - 10) < 0.5
     silence = augment_clip(np.zeros(SR, np.float32), rng=np.random.default_rng(0), is_silence=True, **kwargs)
     assert np.abs(silence).max() > 0  # volume mix: no speech to set an SNR against, noise all the same
+
+
+def test_a_worker_job_with_every_augmentation_on_pickles_and_changes_the_features(tmp_path):
+    """The features stage's path: the job dict travels to a spawned worker (pickle), then extract_batch."""
+    import pickle
+
+    from pipeline.stages.features import extract_batch
+
+    clip, noise_file = tmp_path / "yes.wav", tmp_path / "noise.wav"
+    sf.write(clip, burst(harmonics=5), SR)
+    sf.write(noise_file, NOISE[0], SR)
+    cfg = load_config(None, [f"augment.{n}_probability=1.0" for n in ("speed", "vtlp", "tilt", "reverb", "gain")]
+                      + ["augment.noise_snr_db=[10, 20]"])
+    a = cfg.augment
+    row = {"path": str(clip), "label": "yes", "offset": 0, "gain": 1.0, "fragment": 0}
+    job = {"split": "train", "start": 0, "offset": 0, "spec": FeatureSpec().to_dict(), "rows": [row, row], "seed": 1,
+           "augment": {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability,
+                       "noise_volume": a.noise_volume, "noise_files": [str(noise_file)],
+                       "params": AugmentParams.from_config(a)}}
+    clean = extract_batch(pickle.loads(pickle.dumps({**job, "version": 0})))["features"].astype(np.float32)
+    first = extract_batch(pickle.loads(pickle.dumps({**job, "version": 1})))["features"].astype(np.float32)
+    again = extract_batch(pickle.loads(pickle.dumps({**job, "version": 1})))["features"].astype(np.float32)
+    assert first.shape == clean.shape == (2, 101, 40) and np.all(np.isfinite(first))
+    assert np.array_equal(first, again)  # seeded per (seed, split, version, clip)
+    assert np.abs(first - clean).mean() > 1.0  # dB: every clip changed
+    assert np.abs(first[0] - first[1]).mean() > 1.0  # the same clip twice gets different draws
