@@ -68,6 +68,7 @@ def test_summary_counts_keywords_and_unknown_rejection():
     ("missing", "missing: no such folder or CSV file"),
     ("empty", "no audio clips to score"),
     ("bad_csv", "expected a CSV with the header path,label"),
+    ("binary_csv", "not a readable CSV file"),
 ])
 def test_a_missing_or_empty_data_path_is_one_line_and_exit_1(tmp_path, kind, needle):
     data = tmp_path / "missing"
@@ -77,6 +78,9 @@ def test_a_missing_or_empty_data_path_is_one_line_and_exit_1(tmp_path, kind, nee
     elif kind == "bad_csv":
         data = tmp_path / "bad.csv"
         data.write_text("file,word\nx.wav,yes\n")
+    elif kind == "binary_csv":
+        data = tmp_path / "clips.csv"
+        data.write_bytes(b"\xff\xfe\x00RIFF\x00\x80")
     result = cli("score", str(tmp_path / "no_model"), str(data), tmp=tmp_path)  # DATA is checked before the model
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr

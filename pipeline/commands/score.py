@@ -39,6 +39,7 @@ class ScoreInputError(PipelineError, ValueError):
 def _audio_suffixes() -> set[str]:
     import soundfile as sf
 
+    # libsndfile's format names are also their usual extensions (WAV, FLAC, OGG, MP3, AIFF, ...)
     return {"." + name.lower() for name in sf.available_formats()} | {".wav", ".flac", ".ogg", ".mp3", ".aif"}
 
 
@@ -57,15 +58,19 @@ def collect(data: Path) -> tuple[list[tuple[Path, str]], list[str]]:
                 continue
             rows += [(f, folder.name) for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in suffixes]
     else:
-        with open(data, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not {"path", "label"} <= set(reader.fieldnames or []):
-                raise ScoreInputError(f"{data}: expected a CSV with the header path,label (got {reader.fieldnames})")
-            for line, row in enumerate(reader, start=2):
-                if not row["path"] or not row["label"]:
-                    raise ScoreInputError(f"{data}: line {line} has an empty path or label")
-                path = Path(row["path"].strip()).expanduser()
-                rows.append((path if path.is_absolute() else data.parent / path, row["label"].strip()))
+        try:
+            with open(data, newline="") as fh:
+                reader = csv.DictReader(fh)
+                header, table = reader.fieldnames or [], list(reader)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ScoreInputError(f"{data}: not a readable CSV file ({e})") from None
+        if not {"path", "label"} <= set(header):
+            raise ScoreInputError(f"{data}: expected a CSV with the header path,label (got {','.join(header)})")
+        for line, row in enumerate(table, start=2):
+            if not row["path"] or not row["label"]:
+                raise ScoreInputError(f"{data}: line {line} has an empty path or label")
+            path = Path(row["path"].strip()).expanduser()
+            rows.append((path if path.is_absolute() else data.parent / path, row["label"].strip()))
         ignored = sorted({label for _, label in rows if label in IGNORED_FOLDERS})
         rows = [(path, label) for path, label in rows if label not in IGNORED_FOLDERS]
     if not rows:
@@ -131,6 +136,7 @@ def main(*, model: str, data: str, out: str | None = None, as_json: bool = False
     index = {label: i for i, label in enumerate(labels)}
     files, unreadable = [], []
     spec = predictor.spec
+    # a bar for long folders, and only on a terminal (disable=None)
     for path, label in tqdm(scorable, desc="score", unit="clip", disable=True if len(scorable) < 50 else None):
         try:
             audio = load_audio(path, sample_rate=spec.sample_rate)
