@@ -1,4 +1,4 @@
-"""Command line: ./run demo | all | STAGE | status | predict | detect | bench  (./run test is pytest)."""
+"""Command line: ./run demo | all | STAGE | status | predict | score | detect | bench  (./run test is pytest)."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg; any rate; stereo is mixed down)")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p = sub.add_parser("score", help="accuracy of a model on your own recordings (WORD/ folders or a path,label CSV)")
+    p.add_argument("model", help=".tflite file, SavedModel folder, or a run folder (exports/demo)")
+    p.add_argument("data", help="folder of WORD/<clip> audio files, or a CSV file with the header path,label")
+    p.add_argument("--out", default=None, help="folder for score.json and confusion_matrix.png (default: <DATA>_score/)")
+    p.add_argument("--json", action="store_true", help="the result as one JSON document instead of a table")
     p = sub.add_parser("detect", help="time-stamped keyword detections in a long recording (streaming model)")
     p.add_argument("model", help="model_streaming*.tflite or a run folder")
     p.add_argument("file")
@@ -48,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.commands import predict
 
             return predict.main(model=args.model, files=args.files, top_k=args.top_k, as_json=args.json)
+        if args.command == "score":
+            from pipeline.commands import score
+
+            return score.main(model=args.model, data=args.data, out=args.out, as_json=args.json)
         if args.command == "detect":
             from pipeline.commands import detect
 

@@ -124,6 +124,24 @@ class AugmentConfig:
     freq_mask_width: int = 5  # max mel bins per mask
     time_masks: int = 2
     time_mask_width: int = 10  # max frames per mask
+    # Voice and room augmentation (pipeline/augment.py, docs/augmentation.md), applied to the cached copies
+    # after the time shift and noise mix. Each is off at probability 0, the default, so a config without
+    # these keys computes the features it did before. Ranges are [low, high], drawn uniformly per clip.
+    speed_probability: float = 0.0  # resample: tempo and pitch together (Kaldi speed perturbation)
+    speed_factor: list[float] = field(default_factory=lambda: [0.9, 1.1])  # Kaldi's 0.9/1.1; 1.1 = 10% faster
+    vtlp_probability: float = 0.0  # vocal-tract-length perturbation (frequency warp), another voice
+    vtlp_alpha: list[float] = field(default_factory=lambda: [0.9, 1.1])  # warp factor, Jaitly & Hinton's 0.9-1.1
+    tilt_probability: float = 0.0  # spectral tilt about 1 kHz: microphone, phone and room colouring
+    tilt_db_per_octave: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # +-3 dB/oct = +-10 dB at 8 kHz
+    reverb_probability: float = 0.0  # synthetic room impulse response
+    reverb_rt60_s: list[float] = field(default_factory=lambda: [0.2, 0.8])  # seconds to -60 dB: furnished room to hall
+    reverb_drr_db: list[float] = field(default_factory=lambda: [0.0, 12.0])  # direct/reverberant energy: far to near talker
+    # null = noise mixed by noise_volume (as in TF examples/speech_commands); [low, high] = word clips get
+    # noise at an SNR in this range (dB, against the speech's active power) instead, with noise_probability.
+    # Silence clips always keep the noise_volume mix (no speech to measure an SNR against). E.g. [5, 20].
+    noise_snr_db: Optional[list[float]] = None
+    gain_probability: float = 0.0  # level: log-mel has no per-clip normalisation, so level is visible
+    gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # +-6 dB: nearer or farther, louder or softer
 
 
 @dataclass(frozen=True)
@@ -382,5 +400,16 @@ def _check_ranges(cfg: Config) -> None:
         require(0 <= value < 100, f"task.{key}", value, "0..100")
     require(0 <= cfg.augment.noise_probability <= 1, "augment.noise_probability", cfg.augment.noise_probability, "0..1")
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
+    a = cfg.augment
+    for name in ("speed", "vtlp", "tilt", "reverb", "gain"):
+        key = f"{name}_probability"
+        require(0 <= getattr(a, key) <= 1, f"augment.{key}", getattr(a, key), "0..1")
+    for key, low, high in (("speed_factor", 0.5, 2.0), ("vtlp_alpha", 0.7, 1.4), ("tilt_db_per_octave", -12.0, 12.0),
+                           ("reverb_rt60_s", 0.05, 3.0), ("reverb_drr_db", -20.0, 40.0), ("noise_snr_db", -20.0, 60.0),
+                           ("gain_db", -40.0, 40.0)):
+        value = getattr(a, key)
+        if value is not None:
+            ok = len(value) == 2 and low <= value[0] <= value[1] <= high
+            require(ok, f"augment.{key}", value, f"[low, high] with {low} <= low <= high <= {high}")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")

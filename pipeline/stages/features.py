@@ -5,7 +5,8 @@ than one call per clip) and spread over ``features.workers`` processes. Arrays a
 into ``.npy`` memmaps, so memory stays bounded whatever the dataset size.
 
 Augmentation happens here, in the waveform domain before librosa (time shift and background-noise
-mixing, as in TF examples/speech_commands): ``augment.copies`` augmented versions of each training clip
+mixing, as in TF examples/speech_commands, then pipeline/augment.py's voice and room augmentation, off
+by default; see ``augment_clip``): ``augment.copies`` augmented versions of each training clip
 are cached next to the clean one, and training draws one version per clip per epoch. Offline copies
 cost one more feature pass; on-the-fly librosa would cost that pass every epoch on the same 2 cores
 that train (see README, "Augmentation").
@@ -28,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.audio import AudioError, fit_length
+from pipeline.audio import AudioError
+from pipeline.augment import AugmentParams, noise_segment, augment as augment_waveform
 from pipeline.config import SILENCE_LABEL, Config
 from pipeline.dataset import SPLITS, load_clip, noise_audio, read_rows
 from pipeline.errors import MissingInputError, StageError
@@ -37,27 +39,28 @@ from pipeline.feature_spec import FeatureSpec, logmel
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
 
-def _noise_segment(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    if len(noise) <= length:
-        return fit_length(np.tile(noise, length // max(1, len(noise)) + 1), length)
-    start = int(rng.integers(0, len(noise) - length))
-    return noise[start:start + length]
-
-
 def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: list[str], spec: FeatureSpec,
-                 time_shift_ms: float, noise_probability: float, noise_volume: float, is_silence: bool) -> np.ndarray:
-    """Random time shift (zero fill) and background-noise mix, as in TF examples/speech_commands."""
+                 time_shift_ms: float, noise_probability: float, noise_volume: float, is_silence: bool,
+                 params: AugmentParams) -> np.ndarray:
+    """Random time shift (zero fill) and background-noise mix, as in TF examples/speech_commands, then
+    ``pipeline.augment.augment`` with ``params`` (speed, VTLP, tilt, reverb, SNR noise, gain; all off by
+    default, and then this is exactly the TF recipe). When ``augment.noise_snr_db`` is set, word clips
+    get their noise from ``augment`` at an SNR instead of the volume mix here (after speed, VTLP, tilt
+    and reverb: the noise is in the room, not spoken); silence clips always keep the volume mix."""
     shift_max = int(spec.sample_rate * time_shift_ms / 1000)
     shift = int(rng.integers(-shift_max, shift_max + 1)) if shift_max else 0
     if shift > 0:
         audio = np.concatenate([np.zeros(shift, np.float32), audio[:-shift]])
     elif shift < 0:
         audio = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
-    if noise_files and (is_silence or rng.random() < noise_probability):
-        noise = _noise_segment(noise_audio(noise_files[int(rng.integers(len(noise_files)))], spec.sample_rate),
-                               spec.clip_samples, rng)
+    snr_noise = params.noise_probability > 0  # AugmentParams.from_config: only with augment.noise_snr_db
+    if noise_files and (is_silence or (not snr_noise and rng.random() < noise_probability)):
+        noise = noise_segment(noise_audio(noise_files[int(rng.integers(len(noise_files)))], spec.sample_rate),
+                              spec.clip_samples, rng)
         volume = rng.uniform(0, 1.0 if is_silence else noise_volume)
         audio = np.clip(audio + volume * noise, -1.0, 1.0)
+    noise = [noise_audio(f, spec.sample_rate) for f in noise_files] if snr_noise and not is_silence else []
+    audio = augment_waveform(audio, rng=rng, params=params, noise=noise, sample_rate=spec.sample_rate)
     return audio.astype(np.float32)
 
 
@@ -98,7 +101,8 @@ def _extract(cfg: Config, spec: FeatureSpec, rows: dict, ranges: dict, out: Path
     noise_dir = cfg.dataset_dir / "_background_noise_"
     a = cfg.augment
     augment = {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability, "noise_volume": a.noise_volume,
-               "noise_files": sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else []}
+               "noise_files": sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else [],
+               "params": AugmentParams.from_config(a)}
     arrays, valid, jobs = {}, {}, []
     for split in SPLITS:
         lo, hi = ranges[split]
