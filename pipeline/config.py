@@ -35,7 +35,7 @@ ALL_WORDS_V1 = ALL_WORDS_V2[:30]
 
 # Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
 NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
-LONG_AUDIO_VERSION = 1  # bump when pipeline/long_audio.py makes different recordings from the same config
+LONG_AUDIO_VERSION = 2  # bump when pipeline/long_audio.py makes different recordings from the same config
 # What the synthesized dataset depends on (its folder name is a hash of these).
 SYNTH_KEYS = ("synth", "run.seed", "features.sample_rate", "features.clip_samples", "task.validation_percentage",
               "task.testing_percentage")
@@ -83,6 +83,12 @@ class SynthConfig:
     unknown_per_speaker: int = 3  # _unknown_ is 10% of a split, so few are needed
     takes_per_word: int = 1  # clips per speaker and word (<speaker>_nohash_<n>.wav)
     noise_seconds: int = 30  # length of each synthesized background-noise file
+    # utterances of 2-3 sentences (no command word) per speaker in _speech_/: _unknown_ windows of running
+    # speech and context around words (task.speech_percentage, augment.context_probability). 0 = none
+    speech_per_speaker: int = 0
+    # chance that a speaker also says a command word inside a carrier phrase ("please say {} now"), cut out
+    # at espeak's word timings: the word as it sounds in a sentence (coarticulation). One extra take; 0 = none
+    phrase_take_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,9 @@ class TaskConfig:
     # head or tail fragments of keywords, labelled _unknown_, in train/validation (% of the keyword count):
     # a streaming window often holds part of a word; 0 = plain TF examples/speech_commands semantics
     fragment_percentage: float = 0.0
+    # 1-s windows of running speech (the dataset's _speech_ folder) labelled _unknown_, in train/validation,
+    # as % of the keyword count: what an always-on model hears most. 0 = none (TF semantics)
+    speech_percentage: float = 0.0
     validation_percentage: float = 10.0  # used by the SHA1 which_set rule when the list files are missing
     testing_percentage: float = 10.0
 
@@ -142,6 +151,9 @@ class AugmentConfig:
     noise_snr_db: Optional[list[float]] = None
     gain_probability: float = 0.0  # level: log-mel has no per-clip normalisation, so level is visible
     gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # +-6 dB: nearer or farther, louder or softer
+    # chance that a word clip's copy gets running speech around it (the dataset's _speech_ folder, training
+    # speakers): commands said inside sentences, for always-on listening. 0 = off
+    context_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -394,12 +406,16 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.dataset.version in (1, 2), "dataset.version", cfg.dataset.version, "1 or 2")
     labels = cfg.task.labels
     require(isinstance(labels, list) or labels in (12, 35), "task.labels", labels, "12, 35 or a list of labels")
-    for key in ("silence_percentage", "unknown_percentage", "fragment_percentage", "validation_percentage",
+    for key in ("silence_percentage", "unknown_percentage", "fragment_percentage", "speech_percentage", "validation_percentage",
                 "testing_percentage"):
         value = getattr(cfg.task, key)
         require(0 <= value < 100, f"task.{key}", value, "0..100")
     require(0 <= cfg.augment.noise_probability <= 1, "augment.noise_probability", cfg.augment.noise_probability, "0..1")
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
+    require(0 <= cfg.augment.context_probability <= 1, "augment.context_probability", cfg.augment.context_probability, "0..1")
+    require(cfg.synth.speech_per_speaker >= 0, "synth.speech_per_speaker", cfg.synth.speech_per_speaker, ">= 0")
+    require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
+            cfg.synth.phrase_take_probability, "0..1")
     a = cfg.augment
     for name in ("speed", "vtlp", "tilt", "reverb", "gain"):
         key = f"{name}_probability"

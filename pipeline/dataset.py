@@ -22,6 +22,7 @@ from pipeline.feature_spec import FeatureSpec
 SPLITS = ("train", "validation", "test")
 # offset/gain: where a _silence_ clip is cut from its noise file; fragment: 1 = only part of the word (_unknown_)
 ROW_FIELDS = ["path", "label", "offset", "gain", "fragment"]
+SPEECH_DIR = "_speech_"  # running speech (synthesized datasets): _unknown_ windows and context around words
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, the constant of the dataset's own rule
 
 
@@ -73,12 +74,12 @@ def noise_audio(path: str, sample_rate: int) -> np.ndarray:
 
 def load_clip(row: dict, spec: FeatureSpec) -> np.ndarray:
     """One prepared row as exactly clip_samples of audio: a word clip (padded/cropped), a word fragment,
-    or a silence cut. Raises AudioError for an unreadable file."""
+    a window of running speech (from ``offset``), or a silence cut. Raises AudioError for an unreadable file."""
     if row["label"] == SILENCE_LABEL:
         noise = noise_audio(row["path"], spec.sample_rate)
         start = min(row["offset"], max(0, len(noise) - spec.clip_samples))
         return fit_length(noise[start:start + spec.clip_samples], spec.clip_samples) * row["gain"]
-    audio = fit_length(load_audio(row["path"], sample_rate=spec.sample_rate), spec.clip_samples)
+    audio = fit_length(load_audio(row["path"], sample_rate=spec.sample_rate)[row["offset"]:], spec.clip_samples)
     return word_fragment(audio, seed=zlib.crc32(row["path"].encode())) if row.get("fragment") else audio
 
 

@@ -53,3 +53,23 @@ def test_split_frontend_and_network_equal_the_clip_model(tiny):
     got = np.stack([stream_clip(split, step.geometry, clip) for clip in clips])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert len(split.frames) == len(clips) * SPEC.num_frames  # one frame per ready hop, none during warm-up
+
+
+def test_verify_batched_windows_equal_the_staggered_streams(tiny):
+    """verify scores hours of audio in batches with the Keras model; the edge runtime's staggered
+    streaming states see exactly the same windows and give the same scores."""
+    from pipeline.edge.detection import WindowScorer
+    from pipeline.stages.verify import window_scores
+
+    model, _, _ = tiny
+    step = StreamingStep(model, SPEC)
+    hops_per_window, streams = SPEC.clip_samples // SPEC.hop_length, 3
+    stride = hops_per_window // streams * SPEC.hop_length
+    audio = np.concatenate([speechlike(seed, n=SPEC.clip_samples) for seed in range(4)] + [np.zeros(500, np.float32)])
+    ends, scores = window_scores(model, SPEC, audio, window_samples=SPEC.clip_samples, stride_samples=stride,
+                                 hop=SPEC.hop_length)
+    scorer = WindowScorer(eager(step), step.geometry, window_samples=SPEC.clip_samples, streams=streams)
+    streamed = [w for start in range(0, len(audio) // SPEC.hop_length * SPEC.hop_length, SPEC.hop_length)
+                for w in scorer.push(audio[start:start + SPEC.hop_length])]
+    assert [end for end, _ in streamed] == list(ends) and len(ends) > 10
+    np.testing.assert_allclose(np.stack([s for _, s in streamed]), scores, atol=1e-5)

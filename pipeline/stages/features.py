@@ -29,19 +29,45 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.audio import AudioError
+from pipeline.audio import AudioError, fit_length, load_audio
 from pipeline.augment import AugmentParams, noise_segment, augment as augment_waveform
 from pipeline.config import SILENCE_LABEL, Config
-from pipeline.dataset import SPLITS, load_clip, noise_audio, read_rows
+from pipeline.dataset import SPEECH_DIR, SPLITS, load_clip, noise_audio, read_rows, which_set
 from pipeline.errors import MissingInputError, StageError
 from pipeline.feature_spec import FeatureSpec, logmel
 
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
 
+def training_speech(cfg: Config) -> list[str]:
+    """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``)."""
+    folder = cfg.dataset_dir / SPEECH_DIR
+    t = cfg.task
+    return [str(p) for p in sorted(folder.glob("*.wav")) if which_set(
+        p.name, validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage) == "training"]
+
+
+def add_context(audio: np.ndarray, speech: np.ndarray, *, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """A word with running speech around it, as a sliding window sees a command said in a sentence: a
+    random piece of another utterance, silenced over the word plus a 0-200 ms guard on each side,
+    added at 0.2-1.0 of the word's peak level. The label stays the word's."""
+    peak = float(np.abs(audio).max())
+    loud = np.flatnonzero(np.abs(audio) > 0.1 * peak) if peak > 0 else np.zeros(0, int)
+    if loud.size == 0 or len(speech) == 0:
+        return audio
+    start = int(rng.integers(0, max(1, len(speech) - len(audio))))
+    piece = fit_length(speech[start:start + len(audio)], len(audio)).copy()
+    guard = int(rng.uniform(0.0, 0.2) * sample_rate)
+    piece[max(0, loud[0] - guard):loud[-1] + 1 + guard] = 0.0
+    piece_peak = float(np.abs(piece).max())
+    if piece_peak == 0.0:
+        return audio
+    return np.clip(audio + piece * (rng.uniform(0.2, 1.0) * peak / piece_peak), -1.0, 1.0).astype(np.float32)
+
+
 def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: list[str], spec: FeatureSpec,
                  time_shift_ms: float, noise_probability: float, noise_volume: float, is_silence: bool,
-                 params: AugmentParams) -> np.ndarray:
+                 params: AugmentParams, context_probability: float = 0.0, context_files: list[str] = ()) -> np.ndarray:
     """Random time shift (zero fill) and background-noise mix, as in TF examples/speech_commands, then
     ``pipeline.augment.augment`` with ``params`` (speed, VTLP, tilt, reverb, SNR noise, gain; all off by
     default, and then this is exactly the TF recipe). When ``augment.noise_snr_db`` is set, word clips
@@ -53,6 +79,9 @@ def augment_clip(audio: np.ndarray, *, rng: np.random.Generator, noise_files: li
         audio = np.concatenate([np.zeros(shift, np.float32), audio[:-shift]])
     elif shift < 0:
         audio = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
+    if context_files and not is_silence and rng.random() < context_probability:
+        speech = load_audio(context_files[int(rng.integers(len(context_files)))], sample_rate=spec.sample_rate)
+        audio = add_context(audio, speech, rng=rng, sample_rate=spec.sample_rate)
     snr_noise = params.noise_probability > 0  # AugmentParams.from_config: only with augment.noise_snr_db
     if noise_files and (is_silence or (not snr_noise and rng.random() < noise_probability)):
         noise = noise_segment(noise_audio(noise_files[int(rng.integers(len(noise_files)))], spec.sample_rate),
@@ -102,7 +131,8 @@ def _extract(cfg: Config, spec: FeatureSpec, rows: dict, ranges: dict, out: Path
     a = cfg.augment
     augment = {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability, "noise_volume": a.noise_volume,
                "noise_files": sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else [],
-               "params": AugmentParams.from_config(a)}
+               "params": AugmentParams.from_config(a), "context_probability": a.context_probability,
+               "context_files": training_speech(cfg) if a.context_probability > 0 else []}
     arrays, valid, jobs = {}, {}, []
     for split in SPLITS:
         lo, hi = ranges[split]

@@ -18,7 +18,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Config
-from pipeline.dataset import SPLITS, speaker_of, which_set, write_rows
+from pipeline.dataset import SPEECH_DIR, SPLITS, speaker_of, which_set, write_rows
 from pipeline.errors import MissingInputError
 
 BACKGROUND_DIR = "_background_noise_"
@@ -86,6 +86,14 @@ def run(cfg: Config) -> Path:
                     unknown[split].append({"path": str(path), "label": UNKNOWN_LABEL, "offset": 0, "gain": 1.0,
                                            "fragment": 0})
 
+    speech = {s: [] for s in SPLITS}  # running speech (synthesized datasets): (path, frames) per split
+    for path in sorted((root / SPEECH_DIR).glob("*.wav")) if cfg.task.speech_percentage > 0 else []:
+        split = {"training": "train", "validation": "validation", "testing": "test"}[
+            which_set(path.name, validation_percentage=cfg.task.validation_percentage,
+                      testing_percentage=cfg.task.testing_percentage)]
+        if _readable(path) is None:
+            speech[split].append((path, sf.info(str(path)).frames))
+
     noise_files = sorted((root / BACKGROUND_DIR).glob("*.wav")) if (root / BACKGROUND_DIR).is_dir() else []
     noise_files = [p for p in noise_files if _readable(p) is None]
     if SILENCE_LABEL in labels and not noise_files:
@@ -108,6 +116,12 @@ def run(cfg: Config) -> Path:
                 want = math.ceil(len(known[split]) * cfg.task.fragment_percentage / 100)
                 picks = rng.choice(len(known[split]), size=min(want, len(known[split])), replace=False)
                 split_rows += [dict(known[split][i], label=UNKNOWN_LABEL, fragment=1) for i in sorted(picks)]
+            if split != "test" and speech[split]:  # 1-s windows of running speech
+                for _ in range(math.ceil(len(known[split]) * cfg.task.speech_percentage / 100)):
+                    path, frames = speech[split][int(rng.integers(len(speech[split])))]
+                    offset = int(rng.integers(0, max(1, frames - cfg.features.clip_samples)))
+                    split_rows.append({"path": str(path), "label": UNKNOWN_LABEL, "offset": offset, "gain": 1.0,
+                                       "fragment": 0})
         if SILENCE_LABEL in labels:
             want = math.ceil(len(known[split]) * cfg.task.silence_percentage / 100)
             clip = int(cfg.features.clip_samples * _rate_of(noise_files[0]) / cfg.features.sample_rate)

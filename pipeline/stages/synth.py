@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from pipeline.audio import write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
-from pipeline.dataset import which_set
+from pipeline.dataset import SPEECH_DIR, which_set
 from pipeline.espeak import Espeak, speaker_id
+from pipeline.sentences import carrier, sentence
 from pipeline.errors import StageError
 
 def _trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
@@ -54,11 +55,21 @@ def _synth_job(job: dict) -> tuple[str, str | None]:
 
     rng = np.random.default_rng(job["seed"])
     try:
-        raw = _ESPEAK.say(job["word"], voice=job["voice"], rate=job["rate"], pitch=job["pitch"], pitch_range=job["range"])
+        raw, words = _ESPEAK.say_timed(job.get("text", job["word"]), voice=job["voice"], rate=job["rate"],
+                                       pitch=job["pitch"], pitch_range=job["range"])
+        if job.get("keyword"):  # a word said inside a carrier phrase: cut out at espeak's word timings
+            at = job["text"].index(job["keyword"])
+            span = next(((start, end) for pos, start, end in words if pos == at), None)
+            if span is None:
+                return job["path"], "espeak gave no timing for the word"
+            raw = raw[span[0]:span[1]]
         audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
         if np.abs(audio).max() < 0.01:
             return job["path"], "espeak produced silence"
-        clip = place_in_clip(audio / np.abs(audio).max(), clip_samples=job["clip_samples"], rng=rng) * job["gain"]
+        if "text" in job and not job.get("keyword"):  # running speech: the whole utterance, trimmed
+            clip = _trim(audio / np.abs(audio).max()) * job["gain"]
+        else:
+            clip = place_in_clip(audio / np.abs(audio).max(), clip_samples=job["clip_samples"], rng=rng) * job["gain"]
         write_wav(Path(job["root"]) / job["path"], clip, job["sample_rate"])
         return job["path"], None
     except Exception as e:  # one bad voice must not stop the dataset
@@ -93,7 +104,7 @@ NOISE_KINDS = ["white_noise", "pink_noise", "brown_noise", "running_tap", "hum"]
 
 def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict], list[dict]]:
     """Every clip to render, and the speaker table. Deterministic under run.seed."""
-    s, f = cfg.synth, cfg.features
+    s = cfg.synth
     rng = np.random.default_rng(cfg.run.seed)
     jobs, speakers = [], []
     for voice in s.voices:
@@ -102,16 +113,28 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
             speakers.append({"speaker": spk, "voice": voice, "variant": variant})
             # every speaker says every command word; a few random other words feed _unknown_
             extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
+            for n in range(s.speech_per_speaker):  # running speech, for _unknown_ windows and word context
+                jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
+                                     path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
+                                     text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
             for word in COMMAND_WORDS + extra:
                 for take in range(s.takes_per_word):
-                    jobs.append({
-                        "word": str(word), "voice": f"{voice}+{variant}", "path": f"{word}/{spk}_nohash_{take}.wav",
-                        "rate": int(rng.integers(s.rate_min, s.rate_max + 1)),
-                        "pitch": int(rng.integers(s.pitch_min, s.pitch_max + 1)),
-                        "range": int(rng.integers(20, 90)), "gain": float(rng.uniform(0.3, 0.95)),
-                        "seed": int(rng.integers(2**31)), "sample_rate": f.sample_rate,
-                        "clip_samples": f.clip_samples, "root": str(root)})
+                    jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
+                                         path=f"{word}/{spk}_nohash_{take}.wav"))
+                if word in COMMAND_WORDS and rng.random() < s.phrase_take_probability:
+                    jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
+                                         path=f"{word}/{spk}_nohash_{s.takes_per_word}.wav",
+                                         text=carrier(rng).format(word), keyword=str(word)))
     return jobs, speakers
+
+
+def _job_for(cfg: Config, rng: np.random.Generator, root: Path, *, word: str, voice: str, path: str, **extra) -> dict:
+    """One clip to render, with this take's own rate, pitch, pitch range and gain."""
+    s, f = cfg.synth, cfg.features
+    return {"word": word, "voice": voice, "path": path, "rate": int(rng.integers(s.rate_min, s.rate_max + 1)),
+            "pitch": int(rng.integers(s.pitch_min, s.pitch_max + 1)), "range": int(rng.integers(20, 90)),
+            "gain": float(rng.uniform(0.3, 0.95)), "seed": int(rng.integers(2**31)), "sample_rate": f.sample_rate,
+            "clip_samples": f.clip_samples, "root": str(root), **extra}
 
 
 def run(cfg: Config) -> Path:

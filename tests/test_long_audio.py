@@ -1,0 +1,49 @@
+"""The always-on benchmark's recordings and the running-speech training data, on small inputs."""
+import numpy as np
+
+from pipeline.config import COMMAND_WORDS, load_config
+from pipeline.long_audio import add_noise, plan, split_speakers
+from pipeline.stages.features import add_context
+
+
+def test_noise_is_added_at_the_drawn_snr():
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    speech = (0.5 * np.sin(2 * np.pi * 300 * t) * (t % 1.0 < 0.6)).astype(np.float32)  # on 60% of the time
+    noise = rng.standard_normal(len(speech)).astype(np.float32)
+    mixed = add_noise(speech, noise, rng=np.random.default_rng(1), sample_rate=16000)
+    active = np.abs(speech) > 0.01
+    snr = 10 * np.log10(np.mean(speech[active] ** 2) / np.mean((mixed - speech) ** 2))
+    assert any(abs(snr - want) < 0.3 for want in (30.0, 20.0, 10.0)), snr
+
+
+def test_a_plan_spaces_command_words_between_stretches_of_speech():
+    cfg = load_config(None, [])
+    pieces = plan(cfg, "test", minutes=10, sample_rate=16000, voices=["en+m1", "en-us+f2"], rng=np.random.default_rng(0))
+    keywords = [p for p in pieces if p["kind"] in ("alone", "phrase")]
+    assert 25 <= len(keywords) <= 70  # one every 10-20 s of speech
+    assert {p["kind"] for p in keywords} == {"alone", "phrase"} and {p["label"] for p in keywords} <= set(COMMAND_WORDS)
+    for p in pieces:
+        if p["kind"] == "speech":
+            assert not set(COMMAND_WORDS) & set(p["text"].replace(".", " ").replace(",", " ").lower().split())
+        if p["kind"] == "phrase":
+            assert p["text"].split().count(p["label"]) == 1
+
+
+def test_validation_and_test_voices_are_disjoint_held_out_speakers():
+    cfg = load_config(None, [])
+    variants = ["m1", "m2", "m3", "f1", "f2", "f3", "croak", "whisper", "klatt", "Alex", "Andy", "Annie"]
+    val, test = split_speakers(cfg, "validation", variants), split_speakers(cfg, "test", variants)
+    assert val and test and not set(val) & set(test)
+    assert len(val) + len(test) < 0.4 * len(cfg.synth.voices) * len(variants)  # most voices are training voices
+
+
+def test_context_keeps_the_word_and_adds_speech_around_it():
+    rng = np.random.default_rng(0)
+    word = np.zeros(16000, np.float32)
+    word[6000:9000] = 0.5 * np.sin(np.arange(3000) / 5)
+    speech = (0.3 * rng.standard_normal(48000)).astype(np.float32)
+    out = add_context(word, speech, rng=rng, sample_rate=16000)
+    np.testing.assert_array_equal(out[6100:8900], word[6100:8900])  # the word itself is untouched
+    assert np.abs(out[:4000]).max() > 0.05 or np.abs(out[12000:]).max() > 0.05  # speech before or after
+    assert np.abs(out).max() <= 1.0 and out.dtype == np.float32
