@@ -15,6 +15,7 @@ const query = new URLSearchParams(location.search);
 window.kwsStatus = 'loading';
 window.kwsDetections = [];
 window.kwsTiming = null;
+window.kwsAudioSeconds = 0;
 
 const page = { manifest: null, labels: [], variant: null, step: null, logmel: null, params: null, session: null, mic: null };
 
@@ -66,6 +67,7 @@ class Session {
     this.chain = Promise.resolve(); // chunks are processed strictly in order
     this.failed = null;
     window.kwsDetections = [];
+    window.kwsAudioSeconds = 0;
     $('detections').replaceChildren();
     page.logmel?.reset();
   }
@@ -93,6 +95,7 @@ class Session {
     this.hopMs.push(performance.now() - t0);
     if (this.hopMs.length > 500) this.hopMs.shift();
     this.samples += hop.length;
+    window.kwsAudioSeconds = this.samples / SAMPLE_RATE; // the audio clock detections are timed on
     if (page.logmel) drawLogmelColumn(await page.logmel.push(hop));
     if (windows.length) drawBars(windows[windows.length - 1].smoothed, detections);
     for (const det of detections) {

@@ -3,7 +3,8 @@
 class Capture extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.chunk = new Float32Array(Math.round(sampleRate / 50));
+    this.size = Math.round(sampleRate / 50);
+    this.chunk = new Float32Array(this.size);
     this.filled = 0;
   }
 
@@ -15,9 +16,9 @@ class Capture extends AudioWorkletProcessor {
         let sum = 0; // mix down to mono
         for (const channel of channels) sum += channel[i];
         this.chunk[this.filled++] = sum / channels.length;
-        if (this.filled === this.chunk.length) {
-          this.port.postMessage(this.chunk, [this.chunk.buffer]);
-          this.chunk = new Float32Array(this.chunk.length);
+        if (this.filled === this.size) {
+          this.port.postMessage(this.chunk, [this.chunk.buffer]); // transferred: this.chunk is now detached
+          this.chunk = new Float32Array(this.size);
           this.filled = 0;
         }
       }
