@@ -1,0 +1,321 @@
+"""./run live and its page, in Debian's Chromium driven by Playwright (the system browser: Playwright's own
+download is not used). The page's detections and scores are compared with the Python reference
+(pipeline/detect.py through ./run detect, and the TFLite interpreter's signature runner).
+
+Skipped only where Playwright or a Chromium executable is missing (CI installs Chromium, .ci/run).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REPO, cli
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
+                 if p and os.access(p, os.X_OK)), None)
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # the dev extra not installed
+    sync_playwright = None
+
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None or sync_playwright is None,
+    reason="needs Playwright (pip install -e .[dev]) and Chromium at /usr/bin/chromium (apt-get install chromium)")
+
+WORDS = ["yes", "no", "up", "left", "stop", "go"]
+SR = 16000
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+def serve(run_dir: Path):
+    """Start ./run live on a free port; returns (process, URL). The URL is the first stdout line."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "live", str(run_dir), "--port", "0"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 180  # a first run installs web/node_modules (npm ci)
+    while time.time() < deadline:
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            line = proc.stdout.readline().strip()
+            if line.startswith("http://127.0.0.1:"):
+                return proc, line
+            if not line and proc.poll() is not None:
+                break
+    proc.kill()
+    raise AssertionError(f"./run live printed no URL: {proc.stderr.read()[-2000:]}")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def launch(playwright, fake_wav: Path | None = None):
+    args = list(CHROMIUM_FLAGS)
+    if fake_wav is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={fake_wav}%noloop"]
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+def open_page(browser, url: str, *, microphone: bool = True, init_script: str | None = None):
+    context = browser.new_context(permissions=["microphone"] if microphone else [])
+    page = context.new_page()
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto(url)
+    page.wait_for_function("window.kwsStatus === 'ready' || window.kwsStatus.startsWith('error')", timeout=60_000)
+    return page
+
+
+def stream_scores(runner, clip: np.ndarray, flush_hops: int) -> np.ndarray:
+    """The Python reference for one clip: hop by hop from the zero state, then flush_hops zero hops."""
+    names = [n for n in runner.runner.get_input_details() if n != "audio_hop"]
+    details = runner.runner.get_input_details()
+    state = {n: np.zeros(details[n]["shape"], np.float32) for n in names}
+    hops = [clip[k * 160:(k + 1) * 160] for k in range(len(clip) // 160)] + [np.zeros(160, np.float32)] * flush_hops
+    for hop in hops:
+        out = runner(dict(state, audio_hop=hop[None]))
+        state = {n: out[f"new_{n}"] for n in names}
+    return out["scores"][0]
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def live(tiny_run, tmp_path_factory):
+    """The tiny run served, a WAV of command words, the threshold both sides use, and the reference detections."""
+    from pipeline.audio import fit_length, load_audio
+    from pipeline.detect import pick_detections, smooth_scores, window_scores
+    from pipeline.export import StreamGeometry
+    from pipeline.feature_spec import FeatureSpec
+    from pipeline.verify import TFLiteRunner
+
+    tmp, run_dir, _ = tiny_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    labels = manifest["labels"]
+    flush_hops = next(a for a in manifest["artifacts"] if a["variant"] == "streaming")["io"]["flush_hops"]
+    runner = TFLiteRunner(run_dir / "model_streaming.tflite")
+    synth = next((tmp / "data").glob("synth_*/"))
+    # one clip per word, the first (sorted) the tiny model gets right, so the stream has something to detect
+    clips = []
+    for word in WORDS:
+        for path in sorted((synth / word).glob("*.wav"))[:8]:
+            clip = fit_length(load_audio(path, sample_rate=SR), SR)
+            if labels[int(np.argmax(stream_scores(runner, clip, flush_hops)))] == word:
+                clips.append(clip)
+                break
+    # 1 s of silence first, ~1 s gaps, 2 s at the end (the fake microphone may repeat the file's end)
+    silence = np.zeros(SR, np.float32)
+    audio = np.concatenate([silence] + [part for clip in clips for part in (clip, silence)] + [silence])
+    wav = tmp_path_factory.mktemp("live") / "words.wav"
+    sf.write(wav, audio, SR, subtype="PCM_16")
+    audio = load_audio(wav, sample_rate=SR)  # what ./run detect reads (16-bit rounding)
+
+    # the threshold: low (the tiny model is weak), in a gap of the smoothed scores, so that the
+    # microphone path's resampling (score differences ~1e-3) can't flip a decision
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    ends, scores = window_scores(runner, StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]), audio,
+                                 clip_samples=spec.clip_samples)
+    smoothed = smooth_scores(scores)
+    keyword_ids = [i for i, label in enumerate(labels) if not label.startswith("_")]
+    best = smoothed[:, keyword_ids].max(axis=1)
+    times = (ends - spec.clip_samples / 2) / SR
+    threshold = next((t for t in (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
+                      if np.abs(best - t).min() > 0.01 and len(pick_detections(times, smoothed, labels, threshold=t)) >= 2),
+                     0.5)
+    result = cli("detect", str(run_dir), str(wav), "--json", "--threshold", str(threshold), tmp=tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = [json.loads(line) for line in result.stdout.splitlines()]
+
+    proc, url = serve(run_dir)
+    yield {"url": url, "wav": wav, "seconds": len(audio) / SR, "threshold": threshold, "expected": expected,
+           "run_dir": run_dir, "runner": runner, "flush_hops": flush_hops, "synth": synth}
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser(live):
+    with sync_playwright() as playwright:
+        browser = launch(playwright, fake_wav=live["wav"])
+        yield browser
+        browser.close()
+
+
+# ---- the page against the Python reference ---------------------------------------------------------
+
+@pytest.mark.slow
+@needs_browser
+def test_microphone_detections_equal_run_detect(live, browser):
+    expected = live["expected"]
+    assert len(expected) >= 2, f"the tiny model detects too little to compare: {expected}"
+    page = open_page(browser, f"{live['url']}?threshold={live['threshold']}")
+    assert page.evaluate("window.kwsStatus") == "ready"
+    page.click("#start")
+    page.wait_for_function("window.kwsStatus === 'listening' || window.kwsStatus.startsWith('error')", timeout=20_000)
+    assert page.evaluate("window.kwsStatus") == "listening"
+    # the fake microphone plays the WAV in real time from when capture starts
+    page.wait_for_function(f"window.kwsAudioSeconds >= {live['seconds'] + 0.3} || window.kwsStatus !== 'listening'",
+                           timeout=int(1000 * (live["seconds"] + 30)), polling=200)
+    assert page.evaluate("window.kwsStatus") == "listening"
+    page.click("#stop")
+    page.wait_for_function("window.kwsStatus === 'stopped'", timeout=10_000)
+    # windows past the WAV's end (the fake microphone's trailing silence) are not in the reference
+    got = [d for d in page.evaluate("window.kwsDetections") if d["time_s"] <= live["seconds"] - 0.5 + 1e-6]
+    assert [d["label"] for d in got] == [d["label"] for d in expected], (got, expected)
+    for g, e in zip(got, expected):
+        assert abs(g["time_s"] - e["time_s"]) <= 0.3, (got, expected)
+        assert g["score"] >= live["threshold"]
+    timing = page.evaluate("window.kwsTiming")
+    assert timing["hops"] > 0 and 0 < timing["hop_ms_p50"] < 10  # keeps up with real time
+    page.context.close()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_file_mode_detections_equal_run_detect_exactly(live, browser):
+    page = open_page(browser, f"{live['url']}?threshold={live['threshold']}", microphone=False)
+    page.set_input_files("#file", str(live["wav"]))
+    page.wait_for_function("window.kwsStatus.startsWith('done') || window.kwsStatus.startsWith('error')", timeout=60_000)
+    assert page.evaluate("window.kwsStatus").startswith("done"), page.evaluate("window.kwsStatus")
+    got = page.evaluate("window.kwsDetections")
+    # a 16-kHz WAV is decoded at 16 kHz: the same samples as Python, so the same windows and decisions
+    assert [d["label"] for d in got] == [d["label"] for d in live["expected"]]
+    for g, e in zip(got, live["expected"]):
+        assert abs(g["time_s"] - e["time_s"]) < 1e-6 and abs(g["score"] - e["score"]) < 1e-3  # detect rounds to 4 places
+    page.context.close()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_page_scores_equal_the_tflite_interpreter(live, browser):
+    from pipeline.audio import fit_length, load_audio
+
+    names = (live["synth"] / "testing_list.txt").read_text().split()[:4]
+    clips = [fit_length(load_audio(live["synth"] / name, sample_rate=SR), SR) for name in names]
+    page = open_page(browser, live["url"], microphone=False)
+    for clip in clips:
+        got = np.array(page.evaluate("samples => window.kwsScoreClip(samples)", clip.tolist()))
+        want = stream_scores(live["runner"], clip, live["flush_hops"])
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    page.context.close()
+
+
+# ---- bad input: a clear message, nothing hangs ---------------------------------------------------
+
+@pytest.mark.slow
+@needs_browser
+def test_a_file_that_is_not_audio_is_a_clear_message(live, browser):
+    page = open_page(browser, live["url"], microphone=False)
+    page.set_input_files("#file", {"name": "notes.wav", "mimeType": "audio/wav", "buffer": b"not audio at all" * 64})
+    page.wait_for_function("window.kwsStatus.startsWith('error')", timeout=20_000)
+    assert "notes.wav is not an audio file" in page.evaluate("window.kwsStatus")
+    assert "notes.wav is not an audio file" in page.inner_text("#status")
+    assert not page.is_disabled("#start")  # the page is usable again
+    page.context.close()
+
+
+@pytest.mark.slow
+@needs_browser
+@pytest.mark.parametrize("error_name, message", [("NotAllowedError", "microphone permission denied"),
+                                                 ("NotFoundError", "no microphone found")])
+def test_microphone_errors_are_clear_messages(live, browser, error_name, message):
+    reject = ("navigator.mediaDevices.getUserMedia = () => "
+              f"Promise.reject(new DOMException('from the test', '{error_name}'));")
+    page = open_page(browser, live["url"], init_script=reject)
+    page.click("#start")
+    page.wait_for_function("window.kwsStatus.startsWith('error')", timeout=10_000)
+    assert page.evaluate("window.kwsStatus") == f"error: {message}"
+    assert not page.is_disabled("#start")
+    page.context.close()
+
+
+@needs_browser
+def test_a_model_that_fails_to_load_is_a_clear_message(tmp_path):
+    run_dir = tmp_path / "broken"
+    run_dir.mkdir()
+    io = {"inputs": {"audio_hop": [1, 160], "buffer": [1, 360], "warmup": [1, 1]}, "outputs": {"scores": [1, 3]},
+          "hop_samples": 160, "flush_hops": 2}
+    (run_dir / "manifest.json").write_text(json.dumps({
+        "run": "broken", "labels": ["_silence_", "_unknown_", "yes"],
+        "feature_spec": {"sample_rate": 16000, "clip_samples": 16000, "hop_length": 160},
+        "artifacts": [{"kind": "tflite", "variant": "streaming", "path": "model_streaming.tflite", "io": io}]}))
+    (run_dir / "labels.txt").write_text("_silence_\n_unknown_\nyes\n")
+    (run_dir / "model_streaming.tflite").write_bytes(b"this is not a flatbuffer" * 100)
+    proc, url = serve(run_dir)
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            page = open_page(browser, url, microphone=False)
+            status = page.evaluate("window.kwsStatus")
+            assert status.startswith("error: could not load the model") and "model_streaming.tflite" in status, status
+            assert page.is_disabled("#start")
+            browser.close()
+    finally:
+        stop(proc)
+
+
+# ---- the server (no browser needed) ----------------------------------------------------------------
+
+def test_live_without_a_run_is_one_error_line(tmp_path):
+    for run in (tmp_path / "missing", tmp_path):  # no folder; a folder without manifest.json
+        result = cli("live", str(run), "--port", "0", tmp=tmp_path)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and str(run) in lines[0], result.stderr
+        assert result.stdout == ""
+
+
+def test_server_serves_the_page_its_js_and_the_run_files_only(tmp_path):
+    import http.client
+    import threading
+    from functools import partial
+    from http.server import ThreadingHTTPServer
+
+    from pipeline.commands.live import WEB, Handler
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("manifest.json", "labels.txt", "model_streaming.tflite", "metrics.json", "notes.tflite.bak"):
+        (run_dir / name).write_text(name)
+    (tmp_path / "secret.tflite").write_text("outside the run")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, run_dir=run_dir, web_dir=WEB))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def get(path):
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("GET", path)  # sent as written: no client-side normalisation of '..'
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        return response.status, response.getheader("Content-Type"), body
+
+    try:
+        status, ctype, body = get("/")
+        assert status == 200 and ctype.startswith("text/html") and b'id="start"' in body
+        assert get("/app.js")[:2] == (200, "text/javascript; charset=utf-8")
+        assert get("/run/manifest.json")[::2] == (200, b"manifest.json")
+        assert get("/run/labels.txt?x=1")[0] == 200
+        assert get("/run/model_streaming.tflite")[:2] == (200, "application/octet-stream")
+        for path in ("/run/metrics.json", "/run/notes.tflite.bak", "/run/../secret.tflite", "/run/%2e%2e/secret.tflite",
+                     "/run/..%2fsecret.tflite", "/../pyproject.toml", "/%2e%2e/pyproject.toml", "/package.json",
+                     "/package-lock.json", "/node_modules/@litertjs/core/package.json", "/tests/conftest.py",
+                     "/run/", "/run", "//etc/passwd", "/run/.hidden.tflite", "/run//manifest.json"):
+            assert get(path)[0] == 404, path
+    finally:
+        server.shutdown()
+        server.server_close()
