@@ -16,8 +16,9 @@ window.kwsStatus = 'loading';
 window.kwsDetections = [];
 window.kwsTiming = null;
 window.kwsAudioSeconds = 0;
+window.kwsWindows = [];
 
-const page = { manifest: null, labels: [], variant: null, step: null, logmel: null, params: null, session: null, mic: null };
+const page = { manifest: null, labels: [], variant: null, step: null, logmel: null, params: null, session: null, mic: null, lastSession: null };
 
 function setStatus(text) {
   window.kwsStatus = text;
@@ -66,7 +67,10 @@ class Session {
     this.calls0 = page.step.calls;
     this.chain = Promise.resolve(); // chunks are processed strictly in order
     this.failed = null;
+    this.recorded = query.has('record') ? [] : null; // ?record=1: keep every hop, for window.kwsRecording()
+    page.lastSession = this;
     window.kwsDetections = [];
+    window.kwsWindows = [];
     window.kwsAudioSeconds = 0;
     $('detections').replaceChildren();
     page.logmel?.reset();
@@ -95,8 +99,13 @@ class Session {
     this.hopMs.push(performance.now() - t0);
     if (this.hopMs.length > 500) this.hopMs.shift();
     this.samples += hop.length;
+    this.recorded?.push(hop);
     window.kwsAudioSeconds = this.samples / SAMPLE_RATE; // the audio clock detections are timed on
     if (page.logmel) drawLogmelColumn(await page.logmel.push(hop));
+    for (const w of windows) { // kept for tools and tests: the last 3000 windows (10 min)
+      window.kwsWindows.push({ time_s: w.time_s, smoothed: Array.from(w.smoothed) });
+      if (window.kwsWindows.length > 3000) window.kwsWindows.shift();
+    }
     if (windows.length) drawBars(windows[windows.length - 1].smoothed, detections);
     for (const det of detections) {
       window.kwsDetections.push(det);
@@ -379,6 +388,15 @@ drop.addEventListener('drop', (e) => {
 window.kwsScoreClip = async (samples) => {
   if (!page.step) throw new Error(window.kwsStatus);
   return Array.from(await scoreClip(page.step, page.params, Float32Array.from(samples)));
+};
+
+// With ?record=1: the 16-kHz audio the last session fed the detector (after the resampler), so a test can
+// run the Python reference on exactly what the page heard. Float32Array.
+window.kwsRecording = () => {
+  const hops = page.lastSession?.recorded ?? [];
+  const out = new Float32Array(hops.length * (page.params?.hop ?? 0));
+  hops.forEach((hop, i) => out.set(hop, i * hop.length));
+  return out;
 };
 
 init();
