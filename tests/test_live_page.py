@@ -397,3 +397,41 @@ def test_server_serves_the_page_its_js_and_the_run_files_only(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js (the page's resampler is run in node)")
+def test_resampler_passband_stopband_and_streaming():
+    """web/resampler.js: flat to 7.6 kHz, >= 75 dB down from 8.4 kHz, streaming == whole, no time offset."""
+    script = """
+    import { Resampler } from './web/resampler.js';
+    const out = {};
+    for (const rate of [48000, 44100, 22050, 8000]) {
+      const n = rate * 2, x = new Float32Array(n);
+      for (const f of [1000, 7000, 7600, 8400, 10000]) {
+        if (f >= rate / 2) continue;
+        for (let i = 0; i < n; i++) x[i] = Math.sin(2 * Math.PI * f * i / rate);
+        const whole = Resampler.whole(x, rate, 16000);
+        const r = new Resampler(rate, 16000), parts = [];
+        for (let i = 0; i < n; i += 441) parts.push(...r.push(x.subarray(i, i + 441)));
+        let gain = 0, err = 0, diff = 0, count = 0;
+        for (let i = 4000; i < whole.length - 4000; i++, count++) {
+          gain += whole[i] ** 2;
+          err += (whole[i] - Math.sin(2 * Math.PI * f * i / 16000)) ** 2;
+          diff = Math.max(diff, Math.abs(whole[i] - parts[i]));
+        }
+        out[`${rate}/${f}`] = { length: whole.length, rms: Math.sqrt(gain / count), err: Math.sqrt(err / count), diff };
+      }
+    }
+    console.log(JSON.stringify(out));
+    """
+    result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key, r in out.items():
+        rate, f = map(int, key.split("/"))
+        assert r["length"] == 32000 and r["diff"] < 1e-6, (key, r)  # 2 s at 16 kHz; streaming == whole
+        if f <= min(rate, 16000) / 2 * 0.95:  # passband: the right sine, at the right time, unit gain
+            assert r["err"] < 1e-3, (key, r)
+        elif f >= min(rate, 16000) / 2 * 1.05:  # stopband
+            assert r["rms"] < 10 ** (-75 / 20), (key, r)
