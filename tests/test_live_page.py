@@ -293,6 +293,34 @@ def test_page_scores_equal_the_tflite_interpreter(live, browser):
     page.context.close()
 
 
+@pytest.mark.slow
+@needs_browser
+def test_the_int8_pair_runs_in_the_page_like_in_python(live, browser):
+    from pipeline.audio import fit_length, load_audio
+    from pipeline.verify import SplitStreamingRunner, TFLiteRunner
+
+    run_dir = live["run_dir"]
+    split = SplitStreamingRunner(TFLiteRunner(run_dir / "model_streaming_frontend.tflite"),
+                                 TFLiteRunner(run_dir / "model_streaming_int8.tflite"),
+                                 state_names=["gru_0_state", "gru_1_state"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    io = next(a for a in manifest["artifacts"] if a["variant"] == "streaming")["io"]["inputs"]
+    names = (live["synth"] / "testing_list.txt").read_text().split()[:2]
+    page = open_page(browser, f"{live['url']}?model=streaming_int8", microphone=False)
+    assert page.evaluate("window.kwsStatus") == "ready"
+    for name in names:
+        clip = fit_length(load_audio(live["synth"] / name, sample_rate=SR), SR)
+        got = np.array(page.evaluate("samples => window.kwsScoreClip(samples)", clip.tolist()))
+        state = {n: np.zeros(shape, np.float32) for n, shape in io.items() if n != "audio_hop"}
+        hops = [clip[k * 160:(k + 1) * 160] for k in range(100)] + [np.zeros(160, np.float32)] * live["flush_hops"]
+        for hop in hops:
+            out = split(dict(state, audio_hop=hop[None]))
+            state = {n: out[f"new_{n}"] for n in state}
+        # int8 scores come in steps of 1/256; the WASM and the TF int8 kernels may round a step apart
+        np.testing.assert_allclose(got, out["scores"][0], atol=2.5 / 256)
+    page.context.close()
+
+
 # ---- bad input: a clear message, nothing hangs ---------------------------------------------------
 
 @pytest.mark.slow

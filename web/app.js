@@ -106,11 +106,13 @@ class Session {
       window.kwsWindows.push({ time_s: w.time_s, smoothed: Array.from(w.smoothed) });
       if (window.kwsWindows.length > 3000) window.kwsWindows.shift();
     }
-    if (windows.length) drawBars(windows[windows.length - 1].smoothed, detections);
     for (const det of detections) {
       window.kwsDetections.push(det);
       addDetectionRow(det);
+      this.lastHit = { label: det.label, until: this.samples / SAMPLE_RATE + 1 }; // highlighted for 1 s of audio
     }
+    const hit = this.lastHit && this.samples / SAMPLE_RATE < this.lastHit.until ? this.lastHit.label : null;
+    if (windows.length) drawBars(windows[windows.length - 1].smoothed, hit);
     if (this.samples % (SAMPLE_RATE / 5) === 0) showTiming(this);
   }
 }
@@ -255,13 +257,12 @@ function placeThresholdMarks() {
   for (const mark of document.querySelectorAll('.bar-row .mark')) mark.style.left = `${100 * page.params.threshold}%`;
 }
 
-function drawBars(scores, detections) {
+function drawBars(scores, hitLabel) {
   const rows = $('bars').children;
-  const hit = new Set(detections.map((d) => d.label));
   for (let i = 0; i < rows.length; i++) {
     rows[i].querySelector('.fill').style.width = `${(100 * scores[i]).toFixed(1)}%`;
     rows[i].querySelector('.value').textContent = scores[i].toFixed(2);
-    rows[i].classList.toggle('hit', hit.has(page.labels[i]));
+    rows[i].classList.toggle('hit', page.labels[i] === hitLabel);
   }
 }
 

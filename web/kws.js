@@ -170,7 +170,7 @@ export async function scoreClip(step, params, clip) {
   let out = null;
   const hops = Math.floor(clip.length / params.hop);
   for (let k = 0; k < hops; k++) {
-    out = await step.step(state, clip.subarray(k * params.hop, (k + 1) * params.hop));
+    out = await step.step(state, clip.slice(k * params.hop, (k + 1) * params.hop));
     state = out.state;
   }
   const tail = new Float32Array(params.hop);
