@@ -66,7 +66,6 @@ class Session {
     this.hopMs = []; // compute time per hop (all streams), last 500 hops
     this.calls0 = page.step.calls;
     this.chain = Promise.resolve(); // chunks are processed strictly in order
-    this.failed = null;
     this.recorded = query.has('record') ? [] : null; // ?record=1: keep every hop, for window.kwsRecording()
     page.lastSession = this;
     window.kwsDetections = [];
@@ -78,8 +77,7 @@ class Session {
 
   enqueue(samples) { // from the microphone: queue behind the chunks still being processed
     this.chain = this.chain.then(() => this.feed(samples)).catch((e) => {
-      this.failed ??= e;
-      stopListening(`error: while running the model: ${e.message ?? e}`);
+      stopListening(`error: while running the model: ${e.message ?? e}`); // not returned: stopListening awaits this chain
     });
   }
 
