@@ -34,7 +34,7 @@ needs_browser = pytest.mark.skipif(
 
 COMMAND_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 # The microphone path is not bit-exact: Chromium's fake capture starts the file a few samples early or
-# late (measured: -21..+28 at 16 kHz) and under load now and then inserts or drops 10 ms; the page's
+# late (measured: -134..+28 samples at 16 kHz) and under load now and then inserts or drops 10 ms; the page's
 # resampler leaves 7.6-8 kHz (above the top mel band) attenuated. A trained model's decisions don't notice;
 # the tiny model's scores are flat (every class ~0.1) and its threshold has ~1e-4 of room. So the page's
 # microphone detections are compared with ./run detect on the audio the page heard (exactly), that audio
