@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="feature, TFLite, training and size benchmarks -> <run>/bench.json")
     _config_args(p)
     p.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
+    p = sub.add_parser("live", help="serve the live keyword-spotting page (microphone or dropped file) on 127.0.0.1")
+    p.add_argument("run", nargs="?", default="exports/demo", help="run folder (default: exports/demo)")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     return parser
 
 
@@ -61,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.commands import detect
 
             return detect.main(model=args.model, file=args.file, threshold=args.threshold, as_json=args.json)
+        if args.command == "live":
+            from pipeline.commands import live
+
+            return live.main(run=args.run, port=args.port)
         cfg = load_config(getattr(args, "config", None) or DEFAULT_CONFIG, args.overrides)
         from pipeline import runner
 
