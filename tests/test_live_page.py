@@ -1,6 +1,6 @@
 """./run live and its page, in Debian's Chromium driven by Playwright (the system browser: Playwright's own
 download is not used). The page's detections and scores are compared with the Python reference
-(pipeline/detect.py through ./run detect, and the TFLite interpreter's signature runner).
+(pipeline/edge/ through ./run detect, and the TFLite interpreter's signature runner).
 
 Skipped only where Playwright or a Chromium executable is missing (CI installs Chromium, .ci/run).
 """
@@ -129,11 +129,17 @@ def choose_threshold(runner, geometry, audio: np.ndarray, labels: list[str], spe
     0.5 when it gives >= 2 detections with room (a trained model). Otherwise (the tiny model: every class
     scores ~0.1, and where a word falls in the window moves its scores more than the word itself) just above
     the score of silence: any window that hears more than silence may fire, silence never does."""
-    from pipeline.detect import pick_detections, smooth_scores, window_scores
+    from pipeline.edge.detection import DetectionParams, Detector
+    from pipeline.edge.detection import pick_detections as pick
+
+    def pick_detections(times, smoothed, labels, *, threshold):
+        return pick(times, smoothed, labels, threshold=threshold, refractory_s=DetectionParams().refractory_s)
 
     keyword_ids = [i for i, label in enumerate(labels) if not label.startswith("_")]
-    ends, scores = window_scores(runner, geometry, audio, clip_samples=spec.clip_samples)
-    times, smoothed = (ends - spec.clip_samples / 2) / spec.sample_rate, smooth_scores(scores)
+    detector = Detector(runner, geometry, labels, DetectionParams(), window_samples=spec.clip_samples,
+                        sample_rate=spec.sample_rate)
+    windows = list(detector.windows(audio))  # steps 1-3 of the detection algorithm
+    times, smoothed = np.array([t for t, _ in windows]), np.array([row for _, row in windows])
     best = smoothed[:, keyword_ids].max(axis=1)
 
     def margin(threshold):
@@ -154,16 +160,15 @@ def choose_threshold(runner, geometry, audio: np.ndarray, labels: list[str], spe
 def live(tiny_run, tmp_path_factory):
     """The tiny run served, a WAV of command words, the threshold both sides use, and the reference detections."""
     from pipeline.audio import load_audio
-    from pipeline.export import StreamGeometry
+    from pipeline.edge.runtime import StreamGeometry, TFLiteModel
     from pipeline.feature_spec import FeatureSpec
-    from pipeline.verify import TFLiteRunner
 
     tmp, run_dir, _ = tiny_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     labels = manifest["labels"]
     spec = FeatureSpec.from_dict(manifest["feature_spec"])
     flush_hops = next(a for a in manifest["artifacts"] if a["variant"] == "streaming")["io"]["flush_hops"]
-    runner = TFLiteRunner(run_dir / "model_streaming.tflite")
+    runner = TFLiteModel(run_dir / "model_streaming.tflite")
     synth = next((tmp / "data").glob("synth_*/yes")).parent
     clips = pick_clips(runner, labels, synth, flush_hops)
     # 1 s of silence first, ~1 s gaps, 2 s at the end (the fake microphone may repeat the file's end)
@@ -303,12 +308,12 @@ def test_page_scores_equal_the_tflite_interpreter(live, browser):
 @needs_browser
 def test_the_int8_pair_runs_in_the_page_like_in_python(live, browser):
     from pipeline.audio import fit_length, load_audio
-    from pipeline.verify import SplitStreamingRunner, TFLiteRunner
+    from pipeline.edge.runtime import SplitStreamingStep, TFLiteModel
 
     run_dir = live["run_dir"]
-    split = SplitStreamingRunner(TFLiteRunner(run_dir / "model_streaming_frontend.tflite"),
-                                 TFLiteRunner(run_dir / "model_streaming_int8.tflite"),
-                                 state_names=["gru_0_state", "gru_1_state"])
+    split = SplitStreamingStep(TFLiteModel(run_dir / "model_streaming_frontend.tflite"),
+                               TFLiteModel(run_dir / "model_streaming_int8.tflite"),
+                               state_names=["gru_0_state", "gru_1_state"])
     manifest = json.loads((run_dir / "manifest.json").read_text())
     io = next(a for a in manifest["artifacts"] if a["variant"] == "streaming")["io"]["inputs"]
     names = (live["synth"] / "testing_list.txt").read_text().split()[:2]

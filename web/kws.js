@@ -1,5 +1,5 @@
 // The keyword spotter in the browser: the run's streaming TFLite model in LiteRT.js (WASM), driven hop by
-// hop exactly like the Python reference (pipeline/detect.py: window_scores, smooth_scores, pick_detections).
+// hop exactly like the Python reference (pipeline/edge/runtime.py: Stream; pipeline/edge/detection.py: WindowScorer, Smoother, Picker).
 import { loadAndCompile, loadLiteRt, Tensor } from '@litertjs/core';
 
 const SILENCE = '_silence_';
@@ -140,7 +140,7 @@ export async function loadLogmelView(runUrl, manifest) {
   return new LogmelView(model, art.io);
 }
 
-// Detection parameters: manifest.detection when the run has it, else the Python defaults (detect.py).
+// Detection parameters: manifest.detection when the run has it, else the Python defaults (pipeline/edge/detection.py: DetectionParams).
 export function detectionParams(manifest, variant, thresholdOverride) {
   const spec = manifest.feature_spec;
   const d = manifest.detection ?? {};
@@ -181,7 +181,7 @@ export async function scoreClip(step, params, clip) {
   return out.scores;
 }
 
-// Continuous detection, one 16-kHz hop at a time; the same steps, in the same order, as detect.py.
+// Continuous detection, one 16-kHz hop at a time; the same steps, in the same order, as pipeline/edge/detection.py.
 export class Detector {
   constructor(step, params, labels) {
     this.step = step;
