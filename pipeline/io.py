@@ -17,7 +17,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1))
+    """Strict JSON (no NaN/Infinity: browsers and other parsers reject them)."""
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 def save_figure(fig, path: Path, *, dpi: int) -> None:

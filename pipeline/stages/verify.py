@@ -266,8 +266,8 @@ def sweep(times: np.ndarray, smoothed: np.ndarray, events: list[dict], labels: l
     for threshold in THRESHOLDS:
         detections = pick_detections(times, smoothed, labels, threshold=float(threshold), refractory_s=params.refractory_s)
         hits, false_alarms, hit = match_events(detections, events)
-        recall = {kind: float(np.mean([h for h, e in zip(hit, events) if e["kind"] == kind]) if any(
-            e["kind"] == kind for e in events) else float("nan")) for kind in ("alone", "phrase")}
+        recall = {kind: float(np.mean(of_kind)) if (of_kind := [h for h, e in zip(hit, events) if e["kind"] == kind])
+                  else None for kind in ("alone", "phrase")}  # None, not NaN: manifest.json is read by browsers too
         points.append({"threshold": float(threshold), "recall": hits / max(1, len(events)), "hits": hits,
                        "false_alarms": false_alarms, "false_alarms_per_hour": false_alarms / hours,
                        "recall_alone": recall["alone"], "recall_in_phrases": recall["phrase"]})
@@ -312,7 +312,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
 def _point(p: dict) -> dict:
     return {"recall": round(p["recall"], 4), "hits": p["hits"], "false_alarms": p["false_alarms"],
             "false_alarms_per_hour": round(p["false_alarms_per_hour"], 3),
-            "recall_alone": round(p["recall_alone"], 4), "recall_in_phrases": round(p["recall_in_phrases"], 4)}
+            **{key: None if p[key] is None else round(p[key], 4) for key in ("recall_alone", "recall_in_phrases")}}
 
 
 def plot_det(curves: dict[str, list[dict]], path: Path, threshold: float) -> None:
