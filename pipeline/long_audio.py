@@ -75,8 +75,7 @@ def _render(job: dict) -> dict:
     return out
 
 
-def plan(cfg: Config, split: str, *, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator
-         ) -> list[dict]:
+def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator) -> list[dict]:
     """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase)."""
     pieces, planned, next_keyword = [], 0.0, rng.uniform(*KEYWORD_EVERY_S)
     while planned < minutes * 60 * 1.1:  # speech length is only estimated here: plan 10% more
@@ -105,7 +104,7 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
     """(audio [S], keyword events [{label, start_s, end_s, kind}], counts) of one split's recording."""
     sr = spec.sample_rate
     rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)])
-    pieces = plan(cfg, split, minutes=minutes, sample_rate=sr, voices=voices, rng=rng)
+    pieces = plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng)
     spoken = [p for p in pieces if p["kind"] != "alone"]
     rendered = dict(zip(map(id, spoken), tqdm(pool.imap(_render, spoken, chunksize=4), total=len(spoken),
                                               desc=f"long audio ({split})", unit="piece", leave=False)))

@@ -18,8 +18,7 @@ def test_noise_is_added_at_the_drawn_snr():
 
 
 def test_a_plan_spaces_command_words_between_stretches_of_speech():
-    cfg = load_config(None, [])
-    pieces = plan(cfg, "test", minutes=10, sample_rate=16000, voices=["en+m1", "en-us+f2"], rng=np.random.default_rng(0))
+    pieces = plan(minutes=10, sample_rate=16000, voices=["en+m1", "en-us+f2"], rng=np.random.default_rng(0))
     keywords = [p for p in pieces if p["kind"] in ("alone", "phrase")]
     assert 25 <= len(keywords) <= 70  # one every 10-20 s of speech
     assert {p["kind"] for p in keywords} == {"alone", "phrase"} and {p["label"] for p in keywords} <= set(COMMAND_WORDS)
