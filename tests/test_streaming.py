@@ -49,7 +49,8 @@ def test_streaming_step_equals_the_clip_model(tiny):
 def test_split_frontend_and_network_equal_the_clip_model(tiny):
     model, clips, expected = tiny
     step = StreamingStep(model, SPEC)
-    split = SplitStreamingStep(eager(step.frontend), eager(step.network), state_names=step.geometry.gru_state_names)
+    split = SplitStreamingStep(eager(step.frontend), eager(step.network), state_names=step.geometry.gru_state_names,
+                               keep_frames=True)
     got = np.stack([stream_clip(split, step.geometry, clip) for clip in clips])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert len(split.frames) == len(clips) * SPEC.num_frames  # one frame per ready hop, none during warm-up

@@ -105,14 +105,15 @@ class SplitStreamingStep:
     completed one). Only then does the int8 network step run, update the GRU states and give scores;
     otherwise the states stay as they were and ``scores`` is None (the stream keeps its last scores).
     ``network`` may be any callable with the network step's inputs and outputs (export passes a float
-    one that collects int8 calibration data), or None to run the frontend alone (frames kept in ``frames``).
+    one that collects int8 calibration data), or None to run the frontend alone. With ``keep_frames``
+    every frame computed is kept in ``frames`` (to check the frontend; off for long audio).
     """
 
     FRONTEND_INPUTS = ("audio_hop", "buffer", "warmup")
 
-    def __init__(self, frontend, network, *, state_names: list[str]):
+    def __init__(self, frontend, network, *, state_names: list[str], keep_frames: bool = False):
         self.frontend, self.network, self.state_names = frontend, network, state_names
-        self.frames: list[np.ndarray] = []
+        self.keep_frames, self.frames = keep_frames, []
 
     def __call__(self, inputs: dict) -> dict:
         front = self.frontend({name: inputs[name] for name in self.FRONTEND_INPUTS})
@@ -120,7 +121,8 @@ class SplitStreamingStep:
         out.update({f"new_{name}": inputs[name] for name in self.state_names})
         out["scores"] = None
         if front["ready"][0, 0] >= 1:
-            self.frames.append(np.asarray(front["logmel"])[0])
+            if self.keep_frames:
+                self.frames.append(np.asarray(front["logmel"])[0])
             if self.network is not None:
                 net = self.network({"logmel": front["logmel"], **{name: inputs[name] for name in self.state_names}})
                 out.update({f"new_{name}": net[f"new_{name}"] for name in self.state_names})

@@ -104,7 +104,7 @@ def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: Featu
     checks["builtins_only"] = not checks["non_builtin_ops"]
     variant, name = art["variant"], art["path"]
     if variant == "streaming_frontend":
-        split = SplitStreamingStep(model, None, state_names=geometry.gru_state_names)
+        split = SplitStreamingStep(model, None, state_names=geometry.gru_state_names, keep_frames=True)
         frames = []
         for clip in _bar(audio, name):
             split.frames = []
