@@ -316,3 +316,14 @@ def test_feature_shards_merge_into_the_same_cache(tiny_run):
     a, b = (json.loads((d / "stats.json").read_text()) for d in (merged_dir, original))
     np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-6)
     np.testing.assert_allclose(a["variance"], b["variance"], rtol=1e-6)
+
+
+def test_bench_quick_prints_its_table_and_writes_bench_json(tiny_run):
+    tmp, run_dir, _ = tiny_run
+    result = cli("bench", "--quick", tmp=tmp)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    bench = json.loads((run_dir / "bench.json").read_text())
+    assert bench["features"]["speedup"] > 0 and bench["train"]["stage_samples_per_s"] > 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(bench["tflite"]) == {a["path"] for a in manifest["artifacts"] if a["kind"] == "tflite"}
+    assert "| features speedup |" in result.stdout

@@ -133,8 +133,9 @@ def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
 def run(cfg: Config, *, quick: bool = False) -> int:
     run_dir = cfg.run_dir
     manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise MissingInputError(f"{manifest_path} is missing: run `./run all` (or `./run demo`) for this config first")
+    for needed in (manifest_path, cfg.prepared_dir / "train.csv", cfg.features_dir / "stats.json"):
+        if not needed.is_file():
+            raise MissingInputError(f"{needed} is missing: run `./run all` (or `./run demo`) for this config first")
     manifest = json.loads(manifest_path.read_text())
     repeats = 1 if quick else 3
     t0 = time.time()
