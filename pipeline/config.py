@@ -31,6 +31,13 @@ ALL_WORDS_V2 = COMMAND_WORDS + [
     "backward", "forward", "follow", "learn", "visual",
 ]
 ALL_WORDS_V1 = ALL_WORDS_V2[:30]
+# Other words the demo says for _unknown_: the dataset's 25 auxiliary words, and words that sound near a
+# command (yet/yes, now/no, cup/up, town/down, lift/left, ride/right, in/on, cough/off, step/stop, goat/go),
+# since those are the ones a keyword spotter confuses. Homophones of a command (know, write) are left out.
+NEAR_COMMAND_WORDS = ["yet", "yell", "less", "note", "now", "snow", "cup", "pup", "town", "dawn", "gown", "lift",
+                      "loft", "light", "bright", "ride", "in", "an", "awe", "cough", "top", "shop", "step", "stock",
+                      "goat", "grow", "girl", "code"]
+TRAINING_UNKNOWN_WORDS = ALL_WORDS_V2[10:] + NEAR_COMMAND_WORDS
 
 
 # Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
@@ -78,9 +85,15 @@ class SynthConfig:
     rate_max: int = 220
     pitch_min: int = 15  # espeak pitch 0..100, drawn per take
     pitch_max: int = 85
-    unknown_words: list[str] = field(default_factory=lambda: ["bed", "bird", "cat", "dog", "happy", "house",
-                                                              "marvin", "sheila", "tree", "wow", "zero", "four"])
+    unknown_words: list[str] = field(default_factory=lambda: list(TRAINING_UNKNOWN_WORDS))
     unknown_per_speaker: int = 3  # _unknown_ is 10% of a split, so few are needed
+    # espeak voices of other languages reading the English words: accented English, voices beyond the
+    # English ones. Each gets accent_variants voice variants drawn at random (all ~100 would swamp the set)
+    accent_voices: list[str] = field(default_factory=list)
+    accent_variants: int = 12
+    # chance that a take is read through espeak's SSML with a random <emphasis> level and <prosody> volume:
+    # stressed and unstressed words, which rate and pitch alone don't give. 0 = plain text
+    emphasis_probability: float = 0.0
     takes_per_word: int = 1  # clips per speaker and word (<speaker>_nohash_<n>.wav)
     noise_seconds: int = 30  # length of each synthesized background-noise file
     # utterances of 2-3 sentences (no command word) per speaker in _speech_/: _unknown_ windows of running
@@ -234,7 +247,7 @@ class Config:
         words = ALL_WORDS_V2 if self.dataset.version == 2 else ALL_WORDS_V1
         if labels == 12:
             return [SILENCE_LABEL, UNKNOWN_LABEL] + COMMAND_WORDS
-        return words if self.dataset.source == "download" else COMMAND_WORDS + list(self.synth.unknown_words)
+        return words  # a synthesized dataset has them when synth.unknown_words lists the dataset's 25 other words
 
     @property
     def prepared_dir(self) -> Path:

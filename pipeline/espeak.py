@@ -16,6 +16,7 @@ from pipeline.errors import StageError
 
 ESPEAK_RATE, ESPEAK_VOLUME, ESPEAK_PITCH, ESPEAK_RANGE = 1, 2, 3, 4  # espeak_PARAMETER
 AUDIO_OUTPUT_SYNCHRONOUS = 2
+ESPEAK_SSML = 0x10  # espeak_Synth flag: the text is SSML markup
 ESPEAK_EVENT_LIST_TERMINATED, ESPEAK_EVENT_WORD = 0, 1
 
 
@@ -65,15 +66,15 @@ class Espeak:
     def variants(self) -> list[str]:
         return sorted(p.name for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file() and " " not in p.name)
 
-    def say(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int = 50) -> np.ndarray:
-        """Speak ``text``; returns float32 PCM at ``self.sample_rate``."""
+    def say(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int = 50, ssml: bool = False) -> np.ndarray:
+        """Speak ``text`` (SSML markup when ``ssml``); returns float32 PCM at ``self.sample_rate``."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise StageError(f"espeak has no voice {voice!r}")
         for param, value in ((ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch), (ESPEAK_RANGE, pitch_range), (ESPEAK_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, value, 0)
         self._chunks, self._words = [], []
         data = text.encode() + b"\0"
-        if self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None) != 0:
+        if self.lib.espeak_Synth(data, len(data), 0, 1, 0, ESPEAK_SSML if ssml else 0, None, None) != 0:
             raise StageError(f"espeak_Synth failed for {text!r} with voice {voice!r}")
         pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return pcm.astype(np.float32) / 32768.0
@@ -85,6 +86,11 @@ class Espeak:
         starts = sorted(self._words, key=lambda w: w[1])
         ends = [s for _, s in starts[1:]] + [len(audio)]
         return audio, [(pos, start, end) for (pos, start), end in zip(starts, ends)]
+
+
+def ssml_word(word: str, *, emphasis: str, volume: str) -> str:
+    """One word as SSML: an <emphasis> level (none, reduced, moderate, strong) inside a <prosody> volume."""
+    return f'<speak><prosody volume="{volume}"><emphasis level="{emphasis}">{word}</emphasis></prosody></speak>'
 
 
 def speaker_id(voice: str, variant: str) -> str:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from pipeline.audio import write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
 from pipeline.dataset import SPEECH_DIR, which_set
-from pipeline.espeak import Espeak, speaker_id
+from pipeline.espeak import Espeak, speaker_id, ssml_word
 from pipeline.sentences import carrier, sentence
 from pipeline.errors import StageError
 
@@ -55,8 +55,11 @@ def _synth_job(job: dict) -> tuple[str, str | None]:
 
     rng = np.random.default_rng(job["seed"])
     try:
-        raw, words = _ESPEAK.say_timed(job.get("text", job["word"]), voice=job["voice"], rate=job["rate"],
-                                       pitch=job["pitch"], pitch_range=job["range"])
+        text, ssml = job.get("text", job["word"]), "emphasis" in job
+        if ssml:
+            text = ssml_word(text, emphasis=job["emphasis"], volume=job["volume"])
+        raw, words = _ESPEAK.say_timed(text, voice=job["voice"], rate=job["rate"], pitch=job["pitch"],
+                                       pitch_range=job["range"], ssml=ssml)
         if job.get("keyword"):  # a word said inside a carrier phrase: cut out at espeak's word timings
             at = job["text"].index(job["keyword"])
             span = next(((start, end) for pos, start, end in words if pos == at), None)
@@ -107,25 +110,39 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
     s = cfg.synth
     rng = np.random.default_rng(cfg.run.seed)
     jobs, speakers = [], []
-    for voice in s.voices:
-        for variant in variants:
-            spk = speaker_id(voice, variant)
-            speakers.append({"speaker": spk, "voice": voice, "variant": variant})
-            # every speaker says every command word; a few random other words feed _unknown_
-            extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
-            for n in range(s.speech_per_speaker):  # running speech, for _unknown_ windows and word context
-                jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
-                                     path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
-                                     text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
-            for word in COMMAND_WORDS + extra:
-                for take in range(s.takes_per_word):
-                    jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
-                                         path=f"{word}/{spk}_nohash_{take}.wav"))
-                if word in COMMAND_WORDS and rng.random() < s.phrase_take_probability:
-                    jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
-                                         path=f"{word}/{spk}_nohash_{s.takes_per_word}.wav",
-                                         text=carrier(rng).format(word), keyword=str(word)))
+    pairs = [(voice, variant) for voice in s.voices for variant in variants]
+    for voice in s.accent_voices:  # a few random variants of each other-language voice
+        picks = rng.choice(len(variants), size=min(s.accent_variants, len(variants)), replace=False)
+        pairs += [(voice, variants[i]) for i in sorted(picks)]
+    for voice, variant in pairs:
+        spk = speaker_id(voice, variant)
+        speakers.append({"speaker": spk, "voice": voice, "variant": variant})
+        # every speaker says every command word; a few random other words feed _unknown_
+        extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
+        for n in range(s.speech_per_speaker):  # running speech, for _unknown_ windows and word context
+            jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
+                                 path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
+                                 text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
+        for word in COMMAND_WORDS + extra:
+            for take in range(s.takes_per_word):
+                jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
+                                     path=f"{word}/{spk}_nohash_{take}.wav", **_prosody(rng, s.emphasis_probability)))
+            if word in COMMAND_WORDS and rng.random() < s.phrase_take_probability:
+                jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
+                                     path=f"{word}/{spk}_nohash_{s.takes_per_word}.wav",
+                                     text=carrier(rng).format(word), keyword=str(word)))
     return jobs, speakers
+
+
+EMPHASIS_LEVELS = ["none", "reduced", "moderate", "strong"]
+VOLUMES = ["soft", "medium", "loud"]
+
+
+def _prosody(rng: np.random.Generator, probability: float) -> dict:
+    """SSML emphasis and volume for one take, with ``probability`` (synth.emphasis_probability); else {}."""
+    if probability <= 0 or rng.random() >= probability:
+        return {}
+    return {"emphasis": str(rng.choice(EMPHASIS_LEVELS)), "volume": str(rng.choice(VOLUMES))}
 
 
 def _job_for(cfg: Config, rng: np.random.Generator, root: Path, *, word: str, voice: str, path: str, **extra) -> dict:
