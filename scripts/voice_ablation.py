@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.config import ALL_WORDS_V2  # noqa: E402
 
 # name -> overrides on top of the config. "base" is the config as it is; each "+x" turns one thing on.
 ON = 0.5  # probability of each augmentation in its own row
@@ -53,6 +54,16 @@ BREADTH = {
     "+emphasis": ["synth.emphasis_probability=0.5"],
     "+phrase_takes": ["synth.phrase_take_probability=0.5"],
     "12_unknown_words": ["synth.unknown_words=[bed, bird, cat, dog, happy, house, marvin, sheila, tree, wow, zero, four]"],
+}
+# combinations of what helped above, to pick the demo's recipe
+SC25 = "synth.unknown_words=[" + ", ".join(ALL_WORDS_V2[10:]) + "]"
+RECIPES = {
+    "sc25_words": [SC25],
+    "sc25+accents+tilt": [SC25, f"synth.accent_voices={ACCENTS}", f"augment.tilt_probability={ON}"],
+    "sc25+accents+tilt+phrase": [SC25, f"synth.accent_voices={ACCENTS}", f"augment.tilt_probability={ON}",
+                                 "synth.phrase_take_probability=0.5"],
+    "12w+accents+tilt+phrase": [BREADTH["12_unknown_words"][0], f"synth.accent_voices={ACCENTS}",
+                                f"augment.tilt_probability={ON}", "synth.phrase_take_probability=0.5"],
 }
 
 
@@ -220,7 +231,7 @@ def main() -> int:
                      f"features.workers={args.workers}", *args.base_set]
     variants = {**VARIANTS, **BREADTH}
     if args.only:
-        variants = {k: variants[k] for k in args.only.split(",")}
+        variants = {k: {**variants, **RECIPES}[k] for k in args.only.split(",")}
     npz = prepare_data(args, variants)
     procs, results = [], []
     pending = list(variants.items())
