@@ -32,8 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.config import ALL_WORDS_V2  # noqa: E402
+from pipeline.config import ALL_WORDS_V2, NEAR_COMMAND_WORDS  # noqa: E402
 
+# The base of the single-change rows says the 25 other words of the real dataset and NEAR_COMMAND_WORDS for
+# _unknown_ (53 words); "12_unknown_words" is the config's default list.
+BASE_UNKNOWN_WORDS = "synth.unknown_words=[" + ", ".join(ALL_WORDS_V2[10:] + NEAR_COMMAND_WORDS) + "]"
 # name -> overrides on top of the config. "base" is the config as it is; each "+x" turns one thing on.
 ON = 0.5  # probability of each augmentation in its own row
 VARIANTS = {
@@ -229,6 +232,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.base_set = [f"paths.data={args.out / 'data'}", f"paths.exports={args.out / 'exports'}",
                      f"features.workers={args.workers}", *args.base_set]
+    if not any(item.startswith("synth.unknown_words=") for item in args.base_set):
+        args.base_set.append(BASE_UNKNOWN_WORDS)
     variants = {**VARIANTS, **BREADTH}
     if args.only:
         variants = {k: {**variants, **RECIPES}[k] for k in args.only.split(",")}
