@@ -1,0 +1,84 @@
+"""espeak breadth (accent voices, SSML emphasis) and the unseen-voice set, with real espeak on small plans."""
+import csv
+
+import numpy as np
+import pytest
+
+from pipeline.audio import load_audio
+from pipeline.config import COMMAND_WORDS, UNKNOWN_LABEL, ConfigError, load_config
+from pipeline.stages import synth
+from pipeline.unseen_voices import UNSEEN_ACCENTS, UNSEEN_UNKNOWN_WORDS, build, plan
+
+VARIANTS = ["m1", "m2", "m3", "f1", "f2", "f3", "croak", "klatt"]
+
+
+def test_accent_voices_add_a_few_random_variants_each(tmp_path):
+    cfg = load_config(None, ["synth.voices=[en, en-us]", "synth.accent_voices=[de, fr]", "synth.accent_variants=3",
+                             "synth.speech_per_speaker=0"])
+    jobs, speakers = synth.plan_jobs(cfg, VARIANTS, tmp_path)
+    by_voice = {v: [s["variant"] for s in speakers if s["voice"] == v] for v in ("en", "en-us", "de", "fr")}
+    assert by_voice["en"] == VARIANTS and by_voice["en-us"] == VARIANTS
+    assert len(by_voice["de"]) == len(set(by_voice["de"])) == 3 and set(by_voice["fr"]) <= set(VARIANTS)
+    assert {j["voice"].split("+")[0] for j in jobs} == {"en", "en-us", "de", "fr"}
+    again, _ = synth.plan_jobs(cfg, VARIANTS, tmp_path)
+    assert again == jobs  # seeded
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0])
+def test_emphasis_probability_marks_word_takes_only(tmp_path, probability):
+    cfg = load_config(None, ["synth.voices=[en]", f"synth.emphasis_probability={probability}", "synth.speech_per_speaker=1"])
+    jobs, _ = synth.plan_jobs(cfg, VARIANTS[:2], tmp_path)
+    words = [j for j in jobs if "text" not in j]
+    assert words and all(("emphasis" in j) == (probability == 1.0) for j in words)
+    assert not any("emphasis" in j for j in jobs if "text" in j)  # running speech stays plain text
+
+
+def test_an_emphasized_take_renders_through_ssml_and_differs_from_a_reduced_one(tmp_path):
+    synth._init_worker()
+    base = {"word": "stop", "voice": "en+m1", "rate": 160, "pitch": 50, "range": 50, "gain": 0.5, "seed": 1,
+            "sample_rate": 16000, "clip_samples": 16000, "root": str(tmp_path), "volume": "medium"}
+    (tmp_path / "stop").mkdir()
+    clips = {}
+    for level in ("strong", "reduced"):
+        path, error = synth._synth_job(dict(base, emphasis=level, path=f"stop/{level}.wav"))
+        assert error is None
+        clips[level] = load_audio(tmp_path / path, sample_rate=16000)
+    voiced = {k: int(np.sum(np.abs(v) > 0.02)) for k, v in clips.items()}
+    assert min(voiced.values()) > 1600  # a word was spoken (>0.1 s above the floor), not the markup
+    assert voiced["strong"] != voiced["reduced"]
+
+
+def test_the_unseen_set_refuses_a_config_that_trains_on_it(tmp_path):
+    with pytest.raises(ConfigError, match="unseen-voice set"):
+        plan(load_config(None, [f"synth.accent_voices=[{UNSEEN_ACCENTS[0]}]"]), VARIANTS, tmp_path,
+             variants_per_voice=1, seed=0)
+    with pytest.raises(ConfigError, match="unknown_words"):
+        plan(load_config(None, [f"synth.unknown_words=[{UNSEEN_UNKNOWN_WORDS[0]}]"]), VARIANTS, tmp_path,
+             variants_per_voice=1, seed=0)
+
+
+def test_unseen_settings_are_outside_the_training_ranges(tmp_path):
+    cfg = load_config(None, [])
+    jobs = plan(cfg, VARIANTS, tmp_path, variants_per_voice=2, seed=0)
+    s = cfg.synth
+    settings = [j for j in jobs if j["group"] == "settings"]
+    assert settings and all(not s.rate_min <= j["rate"] <= s.rate_max for j in settings)
+    assert all(not s.pitch_min <= j["pitch"] <= s.pitch_max for j in settings)
+    accents = {j["voice"].split("+")[0] for j in jobs if j["group"] == "accents"}
+    assert accents == set(UNSEEN_ACCENTS) and not accents & set(s.voices + s.accent_voices)
+
+
+def test_build_writes_word_folders_and_one_csv_per_group(tmp_path):
+    cfg = load_config(None, ["synth.voices=[en]", "features.workers=2"])
+    counts = build(cfg, tmp_path / "unseen", variants_per_voice=1, seed=0)
+    assert counts["failed"] == 0 and counts["settings"] == 12 and counts["accents"] == 12 * len(UNSEEN_ACCENTS)
+    rows = []
+    for group in ("accents", "settings"):
+        with open(tmp_path / "unseen" / f"{group}.csv") as fh:
+            rows += list(csv.DictReader(fh))
+    assert {r["label"] for r in rows} == set(COMMAND_WORDS) | {UNKNOWN_LABEL}
+    for r in rows:
+        assert (tmp_path / "unseen" / r["path"]).is_file()
+        word = r["path"].split("/")[0]
+        assert r["label"] == (word if word in COMMAND_WORDS else UNKNOWN_LABEL)
+    assert not (tmp_path / "unseen.partial").exists()
