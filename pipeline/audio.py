@@ -13,19 +13,26 @@ class AudioError(PipelineError, ValueError):
     """A file that can't be used as audio, reported as one line naming the file."""
 
 
-def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mixdown: bool = True) -> np.ndarray:
+def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mixdown: bool = True,
+               start: int = 0, frames: int = -1) -> np.ndarray:
     """Read a sound file as float32 mono PCM in [-1, 1] at ``sample_rate``.
 
     Any format soundfile reads (wav, flac, ogg). With ``resample=False`` a different rate is an error,
-    with ``mixdown=False`` more than one channel is an error. Returns shape [samples].
+    with ``mixdown=False`` more than one channel is an error. ``start``/``frames`` (in samples at
+    ``sample_rate``; -1 = to the end) cut a piece; a file already at that rate is read from ``start``
+    only (a 1-s window of a long recording costs 1 s of decoding). Returns shape [samples].
     """
     path = Path(path)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as sound:
+            rate, total = sound.samplerate, sound.frames
+            if rate == sample_rate and start > 0:
+                sound.seek(min(start, sound.frames))
+            data = sound.read(frames if rate == sample_rate else -1, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError... for bad files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
-    if data.shape[0] == 0:
+    if total == 0 or (data.shape[0] == 0 and start == 0):
         raise AudioError(f"{path}: empty audio (0 samples)")
     if data.shape[1] > 1 and not mixdown:
         raise AudioError(f"{path}: {data.shape[1]} channels, expected mono")
@@ -36,6 +43,7 @@ def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mix
         import librosa  # imported here: slow to import and only needed for odd files
 
         audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+        audio = audio[start:] if frames < 0 else audio[start:start + frames]
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: audio contains NaN or Inf samples")
     return np.ascontiguousarray(audio, dtype=np.float32)

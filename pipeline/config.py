@@ -190,6 +190,12 @@ class TrainConfig:
     mixed_precision: bool = False
     require_cudnn: bool = False
     jit_compile: bool = False
+    # Hard-negative mining for always-on use: after training, 1-s windows of the training speakers' running
+    # speech (synth _speech_/) every hard_negative_hop_ms where a keyword scores >= hard_negative_threshold
+    # join the training set as _unknown_, and training goes on for this many epochs. 0 = off
+    hard_negative_epochs: int = 0
+    hard_negative_threshold: float = 0.3
+    hard_negative_hop_ms: float = 100.0
 
 
 @dataclass(frozen=True)

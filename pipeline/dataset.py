@@ -79,7 +79,8 @@ def load_clip(row: dict, spec: FeatureSpec) -> np.ndarray:
         noise = noise_audio(row["path"], spec.sample_rate)
         start = min(row["offset"], max(0, len(noise) - spec.clip_samples))
         return fit_length(noise[start:start + spec.clip_samples], spec.clip_samples) * row["gain"]
-    audio = fit_length(load_audio(row["path"], sample_rate=spec.sample_rate)[row["offset"]:], spec.clip_samples)
+    audio = fit_length(load_audio(row["path"], sample_rate=spec.sample_rate, start=row["offset"], frames=spec.clip_samples),
+                       spec.clip_samples)
     return word_fragment(audio, seed=zlib.crc32(row["path"].encode())) if row.get("fragment") else audio
 
 
@@ -111,3 +112,11 @@ def load_split(features_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, 
 
 def load_stats(features_dir: Path) -> dict:
     return json.loads((features_dir / "stats.json").read_text())
+
+
+def training_speech(cfg) -> list[str]:
+    """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``)."""
+    folder = cfg.dataset_dir / SPEECH_DIR
+    t = cfg.task
+    return [str(p) for p in sorted(folder.glob("*.wav")) if which_set(
+        p.name, validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage) == "training"]

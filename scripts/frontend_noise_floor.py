@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import frontend  # noqa: E402
 from pipeline.audio import fit_length, load_audio  # noqa: E402
-from pipeline.feature_spec import FeatureSpec, logmel  # noqa: E402
+from pipeline.feature_spec import FeatureSpec, librosa_logmel  # noqa: E402
 from pipeline.stages.verify import FRONTEND_POWER_TOLERANCE  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = FeatureSpec()
     audio = clips(args.clips, args.data if args.data and args.data.is_dir() else None)
-    reference = logmel(audio, spec)
+    reference = librosa_logmel(audio, spec)
     print(f"{len(audio)} clips from {args.data or 'synthetic speech-like signals'}; gate: power error <= "
           f"{FRONTEND_POWER_TOLERANCE}")
     print(f"{'variant':34s} {'power err max':>13s} {'p99.9':>9s} {'max dB':>9s} {'dB <60dB':>9s}")

@@ -235,6 +235,23 @@ def test_detect_streams_a_file_and_matches_the_edge_runtime(tiny_run, tmp_path):
         assert other_times and all(0 <= t <= len(audio) / 16000 + 0.5 for t in other_times)
 
 
+def test_detect_runs_on_litert_without_tensorflow(tiny_run, tmp_path):
+    """ai-edge-litert is a dependency: detect and the edge runtime never load TensorFlow (its import alone
+    is ~500 MB, the reason a 1-h detect stayed over 200 MB)."""
+    tmp, run_dir, _ = tiny_run
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.zeros(48000, np.float32), 16000)
+    code = ("import sys; from pipeline.commands import detect; "
+            f"rc = detect.main(model={str(run_dir)!r}, file={str(path)!r}); "
+            "print('tensorflow' in sys.modules, rc)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "False" and result.stdout.split()[-1] == "0"
+    from pipeline.edge.runtime import _interpreter_class
+
+    assert _interpreter_class().__module__.startswith("ai_edge_litert")
+
+
 @pytest.mark.parametrize("content", [None, b"", b"not audio"], ids=["missing", "empty", "unreadable"])
 def test_detect_on_a_bad_file_is_one_line(tiny_run, tmp_path, content):
     tmp, run_dir, _ = tiny_run

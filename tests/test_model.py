@@ -48,3 +48,46 @@ def test_normalization_uses_train_statistics():
     x = np.broadcast_to(mean, (1, 101, 40)).astype(np.float32)
     normalized = model.get_layer("normalize")(x)
     np.testing.assert_allclose(np.asarray(normalized), 0.0, atol=1e-5)
+
+
+class _Fixed:
+    """A stand-in classifier whose scores depend on the window's loudness: loud windows score 'yes'."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def predict(self, x, batch_size=None, verbose=0):
+        out = np.zeros((len(x), len(self.labels)), np.float32)
+        loud = x.max(axis=(1, 2)) > -20
+        out[loud, self.labels.index("yes")] = 0.9
+        out[~loud, self.labels.index("_unknown_")] = 0.9
+        return out
+
+
+def test_hard_negative_mining_keeps_the_windows_a_keyword_fires_on(tmp_path):
+    """Windows of training speakers' running speech where a keyword scores >= the threshold are mined;
+    held-out speakers' speech is never read."""
+    import soundfile as sf
+
+    from pipeline.config import load_config
+    from pipeline.dataset import SPEECH_DIR, training_speech, which_set
+    from pipeline.stages.train import mine_hard_negatives
+
+    cfg = load_config(None, [f"paths.data={tmp_path}", "train.hard_negative_hop_ms=250", "train.hard_negative_threshold=0.5"])
+    folder = cfg.dataset_dir / SPEECH_DIR
+    folder.mkdir(parents=True)
+    t = np.arange(48000) / 16000
+    speech = np.where((t > 1.0) & (t < 1.5), 0.5 * np.sin(2 * np.pi * 440 * t), 0.0).astype(np.float32)  # 3 s, one loud part
+    for n in range(12):
+        sf.write(folder / f"{n:08x}_nohash_0.wav", speech, 16000)
+    train_files = training_speech(cfg)
+    assert 0 < len(train_files) < 12 and all(which_set(p.split("/")[-1], validation_percentage=10,
+                                                        testing_percentage=10) == "training" for p in train_files)
+    mined, scored = mine_hard_negatives(_Fixed(cfg.labels), cfg, cfg.labels)
+    per_file = len(range(0, 48000 - 16000 + 1, 4000))  # 1-s windows every 250 ms
+    assert scored == per_file * len(train_files)
+    # windows starting 0.25-1.25 s hold some of the loud part (1.0-1.5 s): 5 of 9 per file
+    assert mined.shape == (5 * len(train_files), 101, 40) and mined.dtype == np.float16
+    none, _ = mine_hard_negatives(_Fixed(cfg.labels), load_config(None, [f"paths.data={tmp_path}",
+                                  "train.hard_negative_threshold=0.95"]), cfg.labels)
+    assert len(none) == 0

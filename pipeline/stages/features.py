@@ -32,19 +32,11 @@ from tqdm import tqdm
 from pipeline.audio import AudioError, fit_length, load_audio
 from pipeline.augment import AugmentParams, noise_segment, augment as augment_waveform
 from pipeline.config import SILENCE_LABEL, Config
-from pipeline.dataset import SPEECH_DIR, SPLITS, load_clip, noise_audio, read_rows, which_set
+from pipeline.dataset import SPLITS, load_clip, noise_audio, read_rows, training_speech
 from pipeline.errors import MissingInputError, StageError
 from pipeline.feature_spec import FeatureSpec, logmel
 
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
-
-
-def training_speech(cfg: Config) -> list[str]:
-    """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``)."""
-    folder = cfg.dataset_dir / SPEECH_DIR
-    t = cfg.task
-    return [str(p) for p in sorted(folder.glob("*.wav")) if which_set(
-        p.name, validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage) == "training"]
 
 
 def add_context(audio: np.ndarray, speech: np.ndarray, *, rng: np.random.Generator, sample_rate: int) -> np.ndarray:

@@ -25,21 +25,29 @@ from pipeline.model import build_from_config
 
 
 def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, num_classes: int, batch_size: int,
-                 training: bool, seed: int, augment: dict | None = None, mean: np.ndarray | None = None):
+                 training: bool, seed: int, augment: dict | None = None, mean: np.ndarray | None = None,
+                 extra: tuple[np.ndarray, np.ndarray] | None = None):
     """tf.data over cached features [versions, N, T, M] (rows[i] holds labels[i]) -> (float32 [B, T, M], one-hot [B, C]).
 
     When training: reshuffled each epoch, one random cached version per clip, SpecAugment masks.
+    ``extra``: (features [E, T, M], labels [E]) of examples with one version (mined hard negatives),
+    drawn alongside the cache's.
     """
     import tensorflow as tf
 
     versions, _, frames, mels = features.shape
+    extra_x, extra_y = extra if extra is not None else (np.zeros((0, frames, mels), np.float16), np.zeros(0, np.int32))
+    cached = len(labels)
+    labels = np.concatenate([labels, extra_y]).astype(np.int32)
     n = len(labels)
     rng = np.random.default_rng(seed)
 
     def gather(idx: np.ndarray):
         idx = np.sort(idx)  # sorted reads are kinder to a memmap
-        version = rng.integers(versions, size=len(idx)) if training else np.zeros(len(idx), int)
-        return features[version, rows[idx]].astype(np.float32), labels[idx].astype(np.int32)
+        main, more = idx[idx < cached], idx[idx >= cached] - cached
+        version = rng.integers(versions, size=len(main)) if training else np.zeros(len(main), int)
+        x = np.concatenate([features[version, rows[main]], extra_x[more]]).astype(np.float32)
+        return x, labels[idx]
 
     ds = tf.data.Dataset.range(n)
     if training:
@@ -54,6 +62,45 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
         ds = ds.unbatch().map(lambda x, y: (spec_augment(x, fill=fill, **augment), y),
                               num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def mine_hard_negatives(model, cfg: Config, labels: list[str], *, chunk: int = 2048) -> tuple[np.ndarray, int]:
+    """1-s windows of the training speakers' running speech, every ``train.hard_negative_hop_ms``, on which
+    ``model`` gives some keyword >= ``train.hard_negative_threshold``: what it would fire on in ordinary
+    talk. Returns (their features float16 [n, T, M], windows scored)."""
+    from tqdm import tqdm
+
+    from pipeline.audio import AudioError, fit_length, load_audio
+    from pipeline.dataset import training_speech
+    from pipeline.feature_spec import FeatureSpec, logmel
+
+    spec = FeatureSpec.from_config(cfg)
+    t = cfg.train
+    keyword_ids = [i for i, label in enumerate(labels) if not label.startswith("_")]
+    hop = max(1, int(spec.sample_rate * t.hard_negative_hop_ms / 1000))
+    mined, pending, scored = [], [], 0
+
+    def score(feats: list[np.ndarray]) -> None:
+        x = np.concatenate(feats)
+        best = model.predict(x, batch_size=512, verbose=0)[:, keyword_ids].max(axis=1)
+        mined.append(x[best >= t.hard_negative_threshold].astype(np.float16))
+
+    for path in tqdm(training_speech(cfg), desc="hard negatives", unit="file"):
+        try:
+            audio = load_audio(path, sample_rate=spec.sample_rate)
+        except AudioError as e:
+            print(f"train: skipped {e}")
+            continue
+        audio = fit_length(audio, max(len(audio), spec.clip_samples))
+        windows = np.lib.stride_tricks.sliding_window_view(audio, spec.clip_samples)[::hop]
+        pending.append(logmel(windows, spec))
+        scored += len(windows)
+        if sum(len(f) for f in pending) >= chunk:
+            score(pending)
+            pending = []
+    if pending:
+        score(pending)
+    return (np.concatenate(mined) if mined else np.zeros((0, *spec.shape), np.float16)), scored
 
 
 def strategy_for(name: str):
@@ -138,6 +185,38 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, epochs: int, steps_pe
     return history
 
 
+def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_train, y_train, rows_train, val_ds,
+                                augment: dict, stats: dict) -> dict:
+    """Mine hard negatives with the best model so far, then train on the cache plus them as ``_unknown_``
+    for ``train.hard_negative_epochs`` (cosine from a tenth of the peak rate); the best validation epoch
+    of this phase replaces best.keras. Returns counts and this phase's history."""
+    import keras
+
+    t = cfg.train
+    model = keras.models.load_model(work / "best.keras", compile=False)
+    mined_x, scored = mine_hard_negatives(model, cfg, labels)
+    print(f"train: {len(mined_x)} hard negatives in {scored} windows of training speakers' speech "
+          f"(a keyword >= {t.hard_negative_threshold})")
+    report = {"windows_scored": scored, "mined": int(len(mined_x)), "threshold": t.hard_negative_threshold,
+              "history": {}}
+    if len(mined_x) == 0:
+        return report
+    extra = (mined_x, np.full(len(mined_x), labels.index("_unknown_"), np.int32))
+    train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=t.batch_size,
+                            training=True, seed=cfg.run.seed + 1, augment=augment, mean=np.array(stats["mean"]),
+                            extra=extra)
+    steps = int(np.ceil((len(y_train) + len(mined_x)) / t.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=t.learning_rate / 10,
+                                                      decay_steps=steps * t.hard_negative_epochs, alpha=0.01)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing), metrics=["accuracy"])
+    callbacks = [keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
+                 keras.callbacks.CSVLogger(str(work / "history.csv"), append=True)]
+    report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, callbacks=callbacks,
+                                  verbose=1 if os.isatty(1) else 2).history
+    return report
+
+
 def run(cfg: Config) -> Path:
     import keras
     import tensorflow as tf
@@ -208,6 +287,10 @@ def run(cfg: Config) -> Path:
     else:
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
                             verbose=1 if os.isatty(1) else 2).history
+    mined = {}
+    if t.hard_negative_epochs > 0 and t.distribute != "multi_worker":
+        mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats)
+        history = {k: history.get(k, []) + v for k, v in mined.pop("history").items()}
     seconds = time.time() - t0
     if not is_chief(strategy):
         shutil.rmtree(work)
@@ -223,7 +306,7 @@ def run(cfg: Config) -> Path:
         "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.get("loss", [])) / seconds, 1),
         "model_args": {"gru_units": cfg.model.gru_units, "dense_units": cfg.model.dense_units,
                        "dropout": cfg.model.dropout},
-        "labels": labels, "feature_spec": stats["feature_spec"],
+        "labels": labels, "feature_spec": stats["feature_spec"], "hard_negatives": mined,
     }
     # publish: history and logs first, the model last, each by rename
     for name in ("history.csv", "logs"):

@@ -23,7 +23,7 @@ from pipeline.dataset import load_clip, read_rows
 from pipeline.edge.detection import DetectionParams, pick_detections
 from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel, stream_clip
 from pipeline.errors import PipelineError
-from pipeline.feature_spec import FeatureSpec, logmel
+from pipeline.feature_spec import FeatureSpec, librosa_logmel, logmel
 from pipeline.frontend import power_error
 from pipeline.io import save_figure, write_json_atomic
 
@@ -166,7 +166,7 @@ def run(cfg: Config) -> Path:
     spec = FeatureSpec.from_dict(manifest["feature_spec"])
     geometry = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"])
     audio, labels = test_audio(cfg, spec)
-    features = logmel(audio, spec)  # float32 librosa features: the reference input
+    features = librosa_logmel(audio, spec)  # librosa itself: the reference input and frontend reference
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     reference = model.predict(features, batch_size=256, verbose=0)
     keras_accuracy = float((reference.argmax(1) == labels).mean())
