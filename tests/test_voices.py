@@ -82,3 +82,18 @@ def test_build_writes_word_folders_and_one_csv_per_group(tmp_path):
         word = r["path"].split("/")[0]
         assert r["label"] == (word if word in COMMAND_WORDS else UNKNOWN_LABEL)
     assert not (tmp_path / "unseen.partial").exists()
+
+
+def test_accent_speakers_only_train(tmp_path):
+    """Their words are in neither split list and they say no running speech (which splits by its own hash)."""
+    cfg = load_config(None, ["synth.voices=[en]", "synth.accent_voices=[de]", "synth.accent_variants=8",
+                             "synth.speech_per_speaker=1", "task.validation_percentage=40", "task.testing_percentage=40"])
+    jobs, speakers = synth.plan_jobs(cfg, VARIANTS, tmp_path)
+    accent = {s["speaker"] for s in speakers if s["voice"] == "de"}
+    assert len(accent) == 8 and not any(j["word"] == "_speech_" and j["voice"].startswith("de+") for j in jobs)
+    for j in jobs:
+        (tmp_path / j["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / j["path"]).touch()
+    synth._write_split_lists(tmp_path, cfg, training_only=accent)
+    listed = (tmp_path / "validation_list.txt").read_text().split() + (tmp_path / "testing_list.txt").read_text().split()
+    assert listed and not {name.split("/")[1].split("_nohash_")[0] for name in listed} & accent

@@ -119,7 +119,8 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         speakers.append({"speaker": spk, "voice": voice, "variant": variant})
         # every speaker says every command word; a few random other words feed _unknown_
         extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
-        for n in range(s.speech_per_speaker):  # running speech, for _unknown_ windows and word context
+        # running speech, for _unknown_ windows and word context (main voices only: accent speakers only train)
+        for n in range(s.speech_per_speaker if voice in s.voices else 0):
             jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
                                  path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
                                  text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
@@ -190,7 +191,7 @@ def run(cfg: Config) -> Path:
         write_wav(noise_dir / f"{kind}.wav", make_noise(kind, seconds=cfg.synth.noise_seconds,
                                                           sample_rate=cfg.features.sample_rate, rng=rng), cfg.features.sample_rate)
     (noise_dir / "README.md").write_text("Synthesized background noise (numpy), like the real dataset's folder.\n")
-    _write_split_lists(tmp, cfg)
+    _write_split_lists(tmp, cfg, training_only={s["speaker"] for s in speakers if s["voice"] in cfg.synth.accent_voices})
     with open(tmp / "speakers.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["speaker", "voice", "variant"])
         writer.writeheader()
@@ -204,11 +205,15 @@ def run(cfg: Config) -> Path:
     return out
 
 
-def _write_split_lists(root: Path, cfg: Config) -> None:
-    """validation_list.txt / testing_list.txt from the dataset's own SHA1 rule, as in the real archive."""
+def _write_split_lists(root: Path, cfg: Config, training_only: set[str] = frozenset()) -> None:
+    """validation_list.txt / testing_list.txt from the dataset's own SHA1 rule, as in the real archive.
+
+    Speakers in ``training_only`` (the accent voices) are in neither list, so they only ever train:
+    the held-out splits stay the English voices, comparable from run to run, and how far the accents
+    carry is measured on other languages (pipeline/unseen_voices.py), not on more speakers of the same ones."""
     lists = {"validation": [], "testing": []}
     for wav in sorted(root.glob("*/*.wav")):
-        if wav.parent.name.startswith("_"):
+        if wav.parent.name.startswith("_") or wav.name.split("_nohash_")[0] in training_only:
             continue
         split = which_set(wav.name, validation_percentage=cfg.task.validation_percentage,
                           testing_percentage=cfg.task.testing_percentage)
