@@ -43,6 +43,7 @@ DEMO_UNKNOWN_WORDS = ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "
 # Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
 NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
 LONG_AUDIO_VERSION = 2  # bump when pipeline/long_audio.py makes different recordings from the same config
+SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
 # What the synthesized dataset depends on (its folder name is a hash of these).
 SYNTH_KEYS = ("synth", "run.seed", "features.sample_rate", "features.clip_samples", "task.validation_percentage",
               "task.testing_percentage")
@@ -229,7 +230,7 @@ class Config:
         """Where the Speech-Commands-layout dataset lives (synthesized or extracted)."""
         if self.dataset.source == "synth":
             key = self.section_hash(*SYNTH_KEYS)
-            return self.data_dir / f"synth_{key[:10]}"
+            return self.data_dir / f"synth_v{SYNTH_VERSION}_{key[:10]}"
         return self.data_dir / f"speech_commands_v{self.dataset.version}_{self.section_hash('dataset')[:10]}"
 
     @property
