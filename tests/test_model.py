@@ -91,3 +91,18 @@ def test_hard_negative_mining_keeps_the_windows_a_keyword_fires_on(tmp_path):
     none, _ = mine_hard_negatives(_Fixed(cfg.labels), load_config(None, [f"paths.data={tmp_path}",
                                   "train.hard_negative_threshold=0.95"]), cfg.labels)
     assert len(none) == 0
+
+
+def test_the_training_dataset_draws_extra_examples_alongside_the_cache():
+    """Mined hard negatives (one version each) join every epoch with their own label."""
+    from pipeline.stages.train import make_dataset
+
+    cache = np.zeros((2, 6, 5, 3), np.float16)  # [versions, N, T, M]
+    cache[1] += 1  # version 1 differs
+    labels, rows = np.array([0, 1, 0], np.int32), np.array([0, 2, 4])
+    extra = (np.full((2, 5, 3), 7, np.float16), np.array([2, 2], np.int32))
+    ds = make_dataset(cache, labels, rows, num_classes=3, batch_size=4, training=True, seed=0, extra=extra)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    x, y = np.concatenate(xs), np.concatenate(ys).argmax(1)
+    assert len(x) == 5 and sorted(y.tolist()) == [0, 0, 1, 2, 2]
+    assert np.all(x[y == 2] == 7) and set(np.unique(x[y != 2])) <= {0.0, 1.0}

@@ -288,9 +288,12 @@ def run(cfg: Config) -> Path:
         history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
                             verbose=1 if os.isatty(1) else 2).history
     mined = {}
-    if t.hard_negative_epochs > 0 and t.distribute != "multi_worker":
+    if t.hard_negative_epochs > 0 and t.distribute == "none":
         mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats)
-        history = {k: history.get(k, []) + v for k, v in mined.pop("history").items()}
+        more = mined.pop("history")
+        history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
+    elif t.hard_negative_epochs > 0:
+        print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
     seconds = time.time() - t0
     if not is_chief(strategy):
         shutil.rmtree(work)
