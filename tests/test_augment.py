@@ -8,7 +8,7 @@ import soundfile as sf
 
 from pipeline import augment as A
 from pipeline.augment import AugmentParams
-from pipeline.config import ConfigError, load_config
+from pipeline.config import AugmentConfig, ConfigError, load_config
 from pipeline.feature_spec import FeatureSpec
 from pipeline.stages.features import augment_clip
 
@@ -187,7 +187,7 @@ def test_probability_is_a_share_of_clips():
 
 
 def test_params_from_config_defaults_are_off_and_snr_noise_needs_its_key():
-    assert AugmentParams.from_config(load_config().augment) == AugmentParams()
+    assert AugmentParams.from_config(AugmentConfig()) == AugmentParams()
     cfg = load_config(None, ["augment.noise_snr_db=[5, 15]", "augment.reverb_probability=0.5",
                              "augment.reverb_rt60_s=[0.3, 0.5]"])
     params = AugmentParams.from_config(cfg.augment)

@@ -271,6 +271,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_hard_negative_mining_continues_training_on_what_the_model_fires_on(tiny_run):
+    """Threshold 0 mines every window of the training speakers' speech; training then goes on one epoch."""
+    tmp, _, _ = tiny_run
+    result = cli("train", tmp=tmp, extra=["run.name=tiny_mined", "train.epochs=1", "train.hard_negative_epochs=1",
+                                           "train.hard_negative_threshold=0.0", "train.hard_negative_hop_ms=500"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads((tmp / "exports" / "tiny_mined" / "train_summary.json").read_text())
+    mined = summary["hard_negatives"]
+    assert mined["mined"] == mined["windows_scored"] > 0 and summary["epochs_run"] == 2
+    assert len((tmp / "exports" / "tiny_mined" / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
+
+
 def test_mirrored_training_over_two_logical_cpu_devices(tiny_run):
     tmp, _, _ = tiny_run
     result = cli("train", tmp=tmp, extra=["run.name=tiny_mirrored", "train.distribute=mirrored", "train.cpu_devices=2",
