@@ -4,7 +4,9 @@ A "speaker" is one espeak voice (accent) with one voice variant (m1, f3, croak, 
 ``<speaker>`` part of ``<speaker>_nohash_<n>.wav``. Each take gets its own random rate, pitch, gain and
 position, so one speaker's clips differ the way one person's recordings do. The SHA1 ``which_set`` rule
 on the speaker hash writes ``validation_list.txt``/``testing_list.txt``, so the splits are
-speaker-disjoint: test accuracy measures voices the model never heard.
+speaker-disjoint: test accuracy measures voices the model never heard. ``synth.accent_voices`` (other
+languages reading the English words) add speakers that only train; ``synth.emphasis_probability`` reads
+takes through SSML emphasis and volume.
 """
 from __future__ import annotations
 
