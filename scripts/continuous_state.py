@@ -1,0 +1,285 @@
+"""The always-on design comparison: one continuous GRU state against the five staggered, reset states.
+
+Today's detector (pipeline/edge/detection.py) runs five streaming states side by side, each reset every
+second, because the model was trained on 1-s clips that start from silence. The other design keeps
+one GRU state forever and reads the scores at every hop. It costs a fifth of the compute per hop, but
+the model must then learn on longer windows where the answer is due, and must not drift over hours.
+
+This script builds that second design from a finished run and measures both on the run's own always-on
+benchmark (the verify stage's two cached recordings: the validation one picks the threshold, the test
+one gives the figures):
+
+1. Training sequences (``--seconds``, 2.5 s): a prepared training row (keyword, unknown word, word
+   fragment, running-speech window or silence) placed so the word ends at a random point, with running
+   speech of the training speakers around it (``--context`` of them, 0-0.6 s gap each side: said alone
+   to said in a phrase), and background noise at 5-30 dB SNR. Frame targets: the keyword from its end to
+   ``--label-s`` after it, nothing (weight 0) while it is being said, ``_unknown_`` (``_silence_`` for
+   silence rows) everywhere else.
+2. The model: the run's architecture with every GRU returning sequences and the dense head applied per
+   frame, started from the run's 1-s weights, trained ``--epochs`` on the sequences.
+3. Scoring: the whole recording through one state (never reset), in chunks; a decision every 200 ms
+   (the staggered design's stride), then the same smoothing, picking and event matching as verify.
+
+Usage (from the repo root; the run's config, with the same --set as the run):
+    .venv/bin/python scripts/continuous_state.py --run exports/demo --out /tmp/continuous [--set key=value ...]
+Writes DIR/continuous.json and prints both designs' figures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.audio import AudioError, load_audio  # noqa: E402
+from pipeline.augment import active_power, noise_segment  # noqa: E402
+from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, load_config  # noqa: E402
+from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_speech  # noqa: E402
+from pipeline.feature_spec import FeatureSpec, logmel  # noqa: E402
+
+GAP_S = (0.0, 0.6)  # clear time between the word and the speech around it
+SNR_DB = (5.0, 30.0)
+NOISE_PROBABILITY = 0.8
+
+
+# ---- training sequences (worker processes) ------------------------------------------------------
+_JOB: dict = {}
+
+
+def _init(job: dict) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    _JOB.update(job)
+
+
+def _word_span(audio: np.ndarray, sr: int) -> tuple[int, int] | None:
+    """[first, last) of the sound above 2% of the peak, with 50 ms either side (as the benchmark cuts words)."""
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * max(float(np.abs(audio).max()), 1e-6))
+    if loud.size == 0:
+        return None
+    margin = int(0.05 * sr)
+    return max(0, int(loud[0]) - margin), min(len(audio), int(loud[-1]) + 1 + margin)
+
+
+def _speech_piece(rng: np.random.Generator, length: int, sr: int) -> np.ndarray:
+    files = _JOB["speech_files"]
+    audio = load_audio(files[int(rng.integers(len(files)))], sample_rate=sr)
+    if len(audio) <= length:
+        return np.pad(audio, (0, length - len(audio)))
+    start = int(rng.integers(len(audio) - length))
+    return audio[start:start + length]
+
+
+def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(features [T, M] float16, frame targets [T] int, frame weights [T] float) of one sequence."""
+    job = _JOB
+    spec: FeatureSpec = job["spec"]
+    sr, length = spec.sample_rate, job["samples"]
+    rng = np.random.default_rng([job["seed"], index])
+    row = job["rows"][int(rng.integers(len(job["rows"])))]
+    labels = job["labels"]
+    try:
+        clip = load_clip(row, spec)
+    except AudioError:
+        return None
+    frames = 1 + length // spec.hop_length
+    targets = np.full(frames, labels.index(UNKNOWN_LABEL), np.int32)
+    weights = np.ones(frames, np.float32)
+    canvas = np.zeros(length, np.float32)
+    if row["label"] == SILENCE_LABEL:
+        targets[:] = labels.index(SILENCE_LABEL)
+    elif SPEECH_DIR in row["path"]:  # a running-speech row: running speech all through
+        canvas = _speech_piece(rng, length, sr)
+    else:
+        span = _word_span(clip, sr)
+        if span is None:
+            return None
+        word = clip[span[0]:span[1]]
+        end = int(rng.uniform(0.35, 0.92) * length)  # where the word ends
+        start = max(0, end - len(word))
+        word = word[len(word) - (end - start):]
+        if rng.random() < job["context"]:
+            canvas = _speech_piece(rng, length, sr)
+            canvas *= float(np.abs(word).max()) / max(float(np.abs(canvas).max()), 1e-6) * rng.uniform(0.5, 1.2)
+            before, after = (int(rng.uniform(*GAP_S) * sr) for _ in range(2))
+            canvas[max(0, start - before):min(length, end + after)] = 0.0
+        canvas[start:end] = word
+        if row["label"] != UNKNOWN_LABEL:  # a keyword: due from its end for label_s; unknowable while said
+            first, last = start // spec.hop_length, end // spec.hop_length
+            due = min(frames, last + int(job["label_s"] * sr / spec.hop_length))
+            weights[first:last] = 0.0
+            targets[last:due] = labels.index(row["label"])
+    noise = job["noise"]
+    if noise and rng.random() < NOISE_PROBABILITY:
+        piece = noise_segment(noise[int(rng.integers(len(noise)))], length, rng).astype(np.float64)
+        power, speech = float(np.mean(piece ** 2)), active_power(canvas, sample_rate=sr)
+        if row["label"] == SILENCE_LABEL or speech <= 0:
+            canvas = canvas + piece.astype(np.float32) * rng.uniform(0, 1.0) * 0.3
+        elif power > 0:
+            canvas = canvas + (piece * np.sqrt(speech / power / 10 ** (rng.uniform(*SNR_DB) / 10))).astype(np.float32)
+    canvas = np.clip(canvas, -1.0, 1.0).astype(np.float32)
+    feats = logmel(canvas, dataclasses.replace(spec, clip_samples=length))
+    return feats.astype(np.float16), targets, weights
+
+
+def build_set(cfg, spec: FeatureSpec, labels: list[str], split: str, count: int, *, seconds: float, context: float,
+              label_s: float, seed: int, workers: int):
+    from tqdm import tqdm
+
+    rows = read_rows(cfg.prepared_dir, split)
+    noise_dir = cfg.dataset_dir / "_background_noise_"
+    job = {"spec": spec, "samples": int(seconds * spec.sample_rate), "rows": rows, "labels": labels,
+           "seed": [seed, ("train", "validation", "test").index(split)], "speech_files": training_speech(cfg),
+           "context": context, "label_s": label_s,
+           "noise": [noise_audio(str(p), spec.sample_rate) for p in sorted(noise_dir.glob("*.wav"))]}
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(job,)) as pool:
+        out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
+                               desc=f"sequences ({split})", unit="seq") if r is not None]
+    x, y, w = (np.stack(parts) for parts in zip(*out))
+    return x, y, w
+
+
+# ---- the model ----------------------------------------------------------------------------------
+
+def sequence_model(one_second, *, stateful_batch: int | None = None):
+    """The run's model with every GRU returning sequences (per-frame scores), weights copied by layer name.
+    With ``stateful_batch``: an inference model whose GRU states carry over from call to call."""
+    import keras
+
+    shape = dict(batch_shape=(stateful_batch, None, one_second.input_shape[-1])) if stateful_batch else \
+        dict(shape=(None, one_second.input_shape[-1]))
+    inputs = keras.Input(name="features", **shape)
+    x = inputs
+    for layer in one_second.layers[1:]:
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.GRU):
+            cfg.update(return_sequences=True, stateful=bool(stateful_batch))
+        x = layer.__class__.from_config(cfg)(x)
+    model = keras.Model(inputs, x)
+    for layer in one_second.layers[1:]:
+        model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
+
+
+def stream_logmel(audio: np.ndarray, spec: FeatureSpec, *, frames_per_chunk: int = 6000):
+    """The log-mel frames of a long recording, chunk by chunk, equal to logmel() of the whole (librosa's
+    centred framing). Each chunk is computed by logmel() itself on its audio plus EDGE samples either side,
+    and the frames that the chunk's own zero padding touched are dropped."""
+    edge_hops = -(-spec.n_fft // 2 // spec.hop_length)  # hops covering half a frame: 2 for 512/160
+    edge = edge_hops * spec.hop_length
+    padded = np.pad(np.asarray(audio, np.float32), (edge, edge))  # zeros beyond the ends, as centring adds
+    total = 1 + len(audio) // spec.hop_length
+    for first in range(0, total, frames_per_chunk):
+        count = min(frames_per_chunk, total - first)
+        piece = padded[first * spec.hop_length:first * spec.hop_length + (count - 1) * spec.hop_length + 2 * edge]
+        feats = logmel(piece, dataclasses.replace(spec, clip_samples=len(piece)))
+        yield feats[edge_hops:edge_hops + count]
+
+
+def continuous_scores(model, audio: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Per-frame scores [F, C] of one recording through one GRU state, never reset."""
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_states()
+    out = [np.asarray(model.predict_on_batch(chunk[None]))[0] for chunk in stream_logmel(audio, spec)]
+    return np.concatenate(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a finished run's export folder (model.keras, manifest.json)")
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--set", action="append", default=[], help="config override, as for ./run")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seconds", type=float, default=2.5, help="training sequence length")
+    ap.add_argument("--train-count", type=int, default=24000)
+    ap.add_argument("--val-count", type=int, default=2000)
+    ap.add_argument("--context", type=float, default=0.7, help="share of word sequences with running speech around the word")
+    ap.add_argument("--label-s", type=float, default=0.4, help="how long after a keyword's end its label is due")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--learning-rate", type=float, default=1e-3)
+    ap.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
+    args = ap.parse_args()
+
+    import keras
+
+    from pipeline.edge.detection import DetectionParams, Smoother
+    from pipeline.long_audio import recordings
+    from pipeline.stages.verify import TARGET_FALSE_ALARMS_PER_HOUR, sweep
+
+    cfg = load_config(args.config, args.set)
+    spec = FeatureSpec.from_config(cfg)
+    run = Path(args.run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    labels = manifest["labels"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    one_second = keras.models.load_model(run / "model.keras")
+    keras.utils.set_random_seed(cfg.run.seed)
+
+    started = time.time()
+    x, y, w = build_set(cfg, spec, labels, "train", args.train_count, seconds=args.seconds, context=args.context,
+                        label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
+    vx, vy, vw = build_set(cfg, spec, labels, "validation", args.val_count, seconds=args.seconds,
+                           context=args.context, label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
+    built_s = time.time() - started
+    model = sequence_model(one_second)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        args.learning_rate, decay_steps=args.epochs * (len(x) // 64 + 1), alpha=0.05)),
+        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    history = model.fit(x.astype(np.float32), y, sample_weight=w, validation_data=(vx.astype(np.float32), vy, vw),
+                        epochs=args.epochs, batch_size=64, verbose=2)
+    trained_s = time.time() - started - built_s
+
+    streaming = sequence_model(model, stateful_batch=1)
+    params = DetectionParams.from_manifest(manifest)
+    stride = 20  # frames between decisions: 200 ms, the staggered design's stride
+    curves = {}
+    for split, (audio, events, info) in recordings(cfg, spec).items():
+        t0 = time.time()
+        scores = continuous_scores(streaming, audio, spec)
+        score_s = time.time() - t0
+        picks = np.arange(stride - 1, len(scores), stride)
+        smoother = Smoother(params.smooth_windows)
+        smoothed = np.asarray([smoother(scores[i]) for i in picks])
+        times = picks * spec.hop_length / spec.sample_rate
+        hours = len(audio) / spec.sample_rate / 3600
+        curves[split] = sweep(times, smoothed, events, labels, hours=hours, params=params)
+        print(f"{split}: {len(scores)} frames scored in {score_s:.0f} s")
+    ok = [p for p in curves["validation"] if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
+    chosen = (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
+              else min(curves["validation"], key=lambda p: (p["false_alarms"], -p["recall"])))
+    test = next(p for p in curves["test"] if p["threshold"] == chosen["threshold"])
+    staggered = json.loads((run / "long_audio.json").read_text()) if (run / "long_audio.json").is_file() else None
+    result = {"args": vars(args), "sequences": {"train": len(x), "validation": len(vx)}, "build_s": round(built_s),
+              "train_s": round(trained_s), "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.history.items()},
+              "continuous": {"threshold": chosen["threshold"], "validation": chosen, "test": test, "sweep": curves},
+              "staggered": {k: staggered[k] for k in ("threshold", "validation", "test")} if staggered else None}
+    (out / "continuous.json").write_text(json.dumps(result, indent=1))
+
+    def line(name, p):
+        return (f"{name:<11} recall {p['recall']:.1%} ({p['hits']} hits), {p['false_alarms']} false alarms, alone "
+                f"{p['recall_alone']:.0%}, in phrases {p['recall_in_phrases']:.0%}")
+    print(f"continuous state, threshold {chosen['threshold']} (picked on validation):")
+    print(" ", line("validation", chosen))
+    print(" ", line("test", test))
+    for thr in (0.5, 0.9):
+        p = next(q for q in curves["test"] if abs(q["threshold"] - thr) < 1e-9)
+        print(f"  test at {thr}: recall {p['recall']:.1%}, {p['false_alarms']} false alarms")
+    if staggered:
+        print(f"staggered states (the run's verify), threshold {staggered['threshold']}:")
+        print(" ", line("validation", staggered["validation"]))
+        print(" ", line("test", staggered["test"]))
+    print(f"-> {out / 'continuous.json'}")
+
+
+if __name__ == "__main__":
+    main()
