@@ -22,7 +22,7 @@ one gives the figures):
 
 Usage (from the repo root; the run's config, with the same --set as the run):
     .venv/bin/python scripts/continuous_state.py --run exports/demo --out /tmp/continuous [--set key=value ...]
-Writes DIR/continuous.json and prints both designs' figures.
+Writes DIR/continuous.keras and DIR/continuous.json, and prints both designs' figures on the same threshold grid.
 """
 from __future__ import annotations
 
@@ -206,14 +206,15 @@ def main() -> None:
     ap.add_argument("--label-s", type=float, default=0.4, help="how long after a keyword's end its label is due")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--learning-rate", type=float, default=1e-3)
+    ap.add_argument("--model", help="score this continuous.keras (from an earlier run of this script) instead of training")
     ap.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
     args = ap.parse_args()
 
     import keras
 
-    from pipeline.edge.detection import DetectionParams, Smoother
+    from pipeline.edge.detection import DetectionParams
     from pipeline.long_audio import recordings
-    from pipeline.stages.verify import TARGET_FALSE_ALARMS_PER_HOUR, sweep
+    from pipeline.stages.verify import window_scores
 
     cfg = load_config(args.config, args.set)
     spec = FeatureSpec.from_config(cfg)
@@ -226,59 +227,83 @@ def main() -> None:
     keras.utils.set_random_seed(cfg.run.seed)
 
     started = time.time()
-    x, y, w = build_set(cfg, spec, labels, "train", args.train_count, seconds=args.seconds, context=args.context,
-                        label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
-    vx, vy, vw = build_set(cfg, spec, labels, "validation", args.val_count, seconds=args.seconds,
-                           context=args.context, label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
-    built_s = time.time() - started
-    model = sequence_model(one_second)
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        args.learning_rate, decay_steps=args.epochs * (len(x) // 64 + 1), alpha=0.05)),
-        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
-    history = model.fit(x.astype(np.float32), y, sample_weight=w, validation_data=(vx.astype(np.float32), vy, vw),
-                        epochs=args.epochs, batch_size=64, verbose=2)
+    if args.model:  # score a model this script trained before
+        model, sizes, history, built_s = keras.models.load_model(args.model), {}, {}, 0.0
+    else:
+        x, y, w = build_set(cfg, spec, labels, "train", args.train_count, seconds=args.seconds, context=args.context,
+                            label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
+        vx, vy, vw = build_set(cfg, spec, labels, "validation", args.val_count, seconds=args.seconds,
+                               context=args.context, label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
+        sizes, built_s = {"train": len(x), "validation": len(vx)}, time.time() - started
+        model = sequence_model(one_second)
+        model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            args.learning_rate, decay_steps=args.epochs * (len(x) // 64 + 1), alpha=0.05)),
+            loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+        history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=args.epochs, batch_size=64, verbose=2,
+                            validation_data=(vx.astype(np.float32), vy, vw)).history
+        model.save(out / "continuous.keras")
     trained_s = time.time() - started - built_s
-
     streaming = sequence_model(model, stateful_batch=1)
+    stride = 20  # hops between decisions: 200 ms, the staggered design's stride
     params = DetectionParams.from_manifest(manifest)
-    stride = 20  # frames between decisions: 200 ms, the staggered design's stride
-    curves = {}
+    designs = {"staggered": {}, "continuous": {}}
     for split, (audio, events, info) in recordings(cfg, spec).items():
-        t0 = time.time()
-        scores = continuous_scores(streaming, audio, spec)
-        score_s = time.time() - t0
-        picks = np.arange(stride - 1, len(scores), stride)
-        smoother = Smoother(params.smooth_windows)
-        smoothed = np.asarray([smoother(scores[i]) for i in picks])
-        times = picks * spec.hop_length / spec.sample_rate
         hours = len(audio) / spec.sample_rate / 3600
-        curves[split] = sweep(times, smoothed, events, labels, hours=hours, params=params)
-        print(f"{split}: {len(scores)} frames scored in {score_s:.0f} s")
+        t0 = time.time()
+        ends, scores = window_scores(one_second, spec, audio, window_samples=spec.clip_samples,
+                                     stride_samples=stride * spec.hop_length, hop=spec.hop_length)
+        designs["staggered"][split] = (ends / spec.sample_rate - 0.5 * spec.clip_samples / spec.sample_rate, scores,
+                                       events, hours, time.time() - t0)
+        t0 = time.time()
+        frames = continuous_scores(streaming, audio, spec)
+        picks = np.arange(stride - 1, len(frames), stride)
+        designs["continuous"][split] = (picks * spec.hop_length / spec.sample_rate, frames[picks], events, hours,
+                                        time.time() - t0)
+    result = {"args": vars(args), "sequences": sizes, "build_s": round(built_s), "train_s": round(trained_s),
+              "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()}}
+    for name, per_split in designs.items():
+        result[name] = evaluate(per_split, labels, params)
+        r = result[name]
+        print(f"{name}: threshold {r['threshold']} (best recall at <= 1 false alarm/hour on validation)")
+        for split in ("validation", "test"):
+            p = r[split]
+            print(f"  {split:<10} recall {p['recall']:.1%} ({p['hits']} hits), {p['false_alarms']} false alarms, "
+                  f"alone {p['recall_alone']:.1%}, in phrases {p['recall_in_phrases']:.1%}")
+        print("  per half hour at that threshold (hits/keywords, false alarms): " + "; ".join(
+            f"{k} {v['hits']}/{v['keywords']}, {v['false_alarms']}" for k, v in r["halves"].items()))
+        for thr in (0.3, 0.5, 0.7, 0.9):
+            p = next(q for q in r["sweep"]["test"] if abs(q["threshold"] - thr) < 1e-9)
+            print(f"  test at {thr}: recall {p['recall']:.1%} (alone {p['recall_alone']:.1%}), {p['false_alarms']} false alarms")
+    (out / "continuous.json").write_text(json.dumps(result, indent=1))
+    print(f"-> {out / 'continuous.json'}")
+
+
+def evaluate(per_split: dict, labels: list[str], params) -> dict:
+    """verify's sweep and threshold choice for one design: {split: (times, window scores, events, hours,
+    scoring seconds)} -> chosen threshold, its validation and test points, per-half counts, the sweeps."""
+    from pipeline.edge.detection import Smoother, pick_detections
+    from pipeline.stages.verify import TARGET_FALSE_ALARMS_PER_HOUR, match_events, sweep
+
+    curves, smoothed = {}, {}
+    for split, (times, scores, events, hours, _) in per_split.items():
+        smoother = Smoother(params.smooth_windows)
+        smoothed[split] = np.asarray([smoother(row) for row in scores])
+        curves[split] = sweep(times, smoothed[split], events, labels, hours=hours, params=params)
     ok = [p for p in curves["validation"] if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
     chosen = (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
               else min(curves["validation"], key=lambda p: (p["false_alarms"], -p["recall"])))
     test = next(p for p in curves["test"] if p["threshold"] == chosen["threshold"])
-    staggered = json.loads((run / "long_audio.json").read_text()) if (run / "long_audio.json").is_file() else None
-    result = {"args": vars(args), "sequences": {"train": len(x), "validation": len(vx)}, "build_s": round(built_s),
-              "train_s": round(trained_s), "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.history.items()},
-              "continuous": {"threshold": chosen["threshold"], "validation": chosen, "test": test, "sweep": curves},
-              "staggered": {k: staggered[k] for k in ("threshold", "validation", "test")} if staggered else None}
-    (out / "continuous.json").write_text(json.dumps(result, indent=1))
-
-    def line(name, p):
-        return (f"{name:<11} recall {p['recall']:.1%} ({p['hits']} hits), {p['false_alarms']} false alarms, alone "
-                f"{p['recall_alone']:.0%}, in phrases {p['recall_in_phrases']:.0%}")
-    print(f"continuous state, threshold {chosen['threshold']} (picked on validation):")
-    print(" ", line("validation", chosen))
-    print(" ", line("test", test))
-    for thr in (0.5, 0.9):
-        p = next(q for q in curves["test"] if abs(q["threshold"] - thr) < 1e-9)
-        print(f"  test at {thr}: recall {p['recall']:.1%}, {p['false_alarms']} false alarms")
-    if staggered:
-        print(f"staggered states (the run's verify), threshold {staggered['threshold']}:")
-        print(" ", line("validation", staggered["validation"]))
-        print(" ", line("test", staggered["test"]))
-    print(f"-> {out / 'continuous.json'}")
+    halves = {}
+    for split, (times, _, events, hours, _) in per_split.items():  # drift: does the second half do worse?
+        for half, (lo, hi) in (("first", (0, hours / 2)), ("second", (hours / 2, hours))):
+            inside = (times >= lo * 3600) & (times < hi * 3600)
+            evs = [e for e in events if lo * 3600 <= e["start_s"] < hi * 3600]
+            dets = pick_detections(times[inside], smoothed[split][inside], labels, threshold=chosen["threshold"],
+                                   refractory_s=params.refractory_s)
+            hits, false_alarms, _ = match_events(dets, evs)
+            halves[f"{split} {half} half"] = {"hits": hits, "keywords": len(evs), "false_alarms": false_alarms}
+    return {"threshold": chosen["threshold"], "validation": chosen, "test": test, "halves": halves,
+            "scoring_s": {split: round(v[4], 1) for split, v in per_split.items()}, "sweep": curves}
 
 
 if __name__ == "__main__":

@@ -46,3 +46,24 @@ def test_context_keeps_the_word_and_adds_speech_around_it():
     np.testing.assert_array_equal(out[6100:8900], word[6100:8900])  # the word itself is untouched
     assert np.abs(out[:4000]).max() > 0.05 or np.abs(out[12000:]).max() > 0.05  # speech before or after
     assert np.abs(out).max() <= 1.0 and out.dtype == np.float32
+
+
+def test_the_sweep_counts_what_the_detection_algorithm_fires_at_each_threshold():
+    # sweep() skips windows below the threshold for speed; it must find exactly what step 4 finds on all
+    from pipeline.edge.detection import DetectionParams, pick_detections
+    from pipeline.stages.verify import THRESHOLDS, match_events, sweep
+
+    rng = np.random.default_rng(3)
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    times = np.arange(3000) * 0.2
+    scores = rng.dirichlet([0.3, 0.3, 0.2, 0.2], size=len(times))
+    events = [{"label": str(rng.choice(["yes", "no"])), "kind": str(rng.choice(["alone", "phrase"])),
+               "start_s": float(s), "end_s": float(s) + 0.5} for s in np.sort(rng.uniform(0, 590, 40))]
+    params = DetectionParams(refractory_s=1.0)
+    points = sweep(times, scores, events, labels, hours=600 / 3600, params=params)
+    assert [p["threshold"] for p in points] == [float(t) for t in THRESHOLDS]
+    for p in points[::7]:
+        hits, false_alarms, _ = match_events(pick_detections(times, scores, labels, threshold=p["threshold"],
+                                                             refractory_s=1.0), events)
+        assert (p["hits"], p["false_alarms"]) == (hits, false_alarms)
+    assert points[0]["false_alarms"] > points[-1]["false_alarms"]  # the random scores fire at low thresholds
