@@ -206,6 +206,7 @@ def main() -> None:
     ap.add_argument("--label-s", type=float, default=0.4, help="how long after a keyword's end its label is due")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--learning-rate", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, help="seed of the sequences and the training (default: run.seed)")
     ap.add_argument("--model", help="score this continuous.keras (from an earlier run of this script) instead of training")
     ap.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
     args = ap.parse_args()
@@ -224,16 +225,17 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     one_second = keras.models.load_model(run / "model.keras")
-    keras.utils.set_random_seed(cfg.run.seed)
+    seed = cfg.run.seed if args.seed is None else args.seed
+    keras.utils.set_random_seed(seed)
 
     started = time.time()
     if args.model:  # score a model this script trained before
         model, sizes, history, built_s = keras.models.load_model(args.model), {}, {}, 0.0
     else:
         x, y, w = build_set(cfg, spec, labels, "train", args.train_count, seconds=args.seconds, context=args.context,
-                            label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
+                            label_s=args.label_s, seed=seed, workers=args.workers)
         vx, vy, vw = build_set(cfg, spec, labels, "validation", args.val_count, seconds=args.seconds,
-                               context=args.context, label_s=args.label_s, seed=cfg.run.seed, workers=args.workers)
+                               context=args.context, label_s=args.label_s, seed=seed, workers=args.workers)
         sizes, built_s = {"train": len(x), "validation": len(vx)}, time.time() - started
         model = sequence_model(one_second)
         model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
@@ -246,7 +248,7 @@ def main() -> None:
     streaming = sequence_model(model, stateful_batch=1)
     stride = 20  # hops between decisions: 200 ms, the staggered design's stride
     params = DetectionParams.from_manifest(manifest)
-    designs = {"staggered": {}, "continuous": {}}
+    designs, fresh_scores = {"staggered": {}, "continuous": {}}, {}
     for split, (audio, events, info) in recordings(cfg, spec).items():
         hours = len(audio) / spec.sample_rate / 3600
         t0 = time.time()
@@ -259,6 +261,13 @@ def main() -> None:
         picks = np.arange(stride - 1, len(frames), stride)
         designs["continuous"][split] = (picks * spec.hop_length / spec.sample_rate, frames[picks], events, hours,
                                         time.time() - t0)
+        # drift: the second half again from a fresh state; equal scores = nothing carried over from the first half
+        half = len(frames) // 2 // stride * stride
+        fresh = continuous_scores(streaming, audio[half * spec.hop_length:], spec)
+        carried = frames[half:half + len(fresh)]
+        later = slice(6000, None)  # beyond the first minute, the fresh state has forgotten its zero start
+        fresh_scores[split] = {"max_abs_difference_after_1_min": round(float(np.abs(fresh[later] - carried[later]).max()), 5),
+                               "mean_abs_difference_after_1_min": round(float(np.abs(fresh[later] - carried[later]).mean()), 6)}
     result = {"args": vars(args), "sequences": sizes, "build_s": round(built_s), "train_s": round(trained_s),
               "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()}}
     for name, per_split in designs.items():
@@ -274,6 +283,9 @@ def main() -> None:
         for thr in (0.3, 0.5, 0.7, 0.9):
             p = next(q for q in r["sweep"]["test"] if abs(q["threshold"] - thr) < 1e-9)
             print(f"  test at {thr}: recall {p['recall']:.1%} (alone {p['recall_alone']:.1%}), {p['false_alarms']} false alarms")
+    result["continuous"]["second_half_from_fresh_state"] = fresh_scores
+    print("continuous: the second half of each recording scored again from a fresh state, frame scores against the "
+          f"carried state's: {fresh_scores}")
     (out / "continuous.json").write_text(json.dumps(result, indent=1))
     print(f"-> {out / 'continuous.json'}")
 
