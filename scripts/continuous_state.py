@@ -184,13 +184,43 @@ def stream_logmel(audio: np.ndarray, spec: FeatureSpec, *, frames_per_chunk: int
         yield feats[edge_hops:edge_hops + count]
 
 
-def continuous_scores(model, audio: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Per-frame scores [F, C] of one recording through one GRU state, never reset."""
+def continuous_scores(model, audio: np.ndarray, spec: FeatureSpec, *, features: list | None = None) -> np.ndarray:
+    """Per-frame scores [F, C] of one recording through one GRU state, never reset. ``features``: a list
+    that receives the log-mel chunks too."""
     for layer in model.layers:
         if getattr(layer, "stateful", False):
             layer.reset_states()
-    out = [np.asarray(model.predict_on_batch(chunk[None]))[0] for chunk in stream_logmel(audio, spec)]
+    out = []
+    for chunk in stream_logmel(audio, spec):
+        out.append(np.asarray(model.predict_on_batch(chunk[None]))[0])
+        if features is not None:
+            features.append(chunk.astype(np.float16))
     return np.concatenate(out)
+
+
+def mine_sequences(streaming, cfg, spec: FeatureSpec, labels: list[str], *, seconds: float, threshold: float):
+    """Hard negatives for the continuous design, as the train stage mines them for the 1-s model: the
+    training speakers' running speech (no command word) end to end through one state; wherever a keyword
+    scores >= threshold (at most one per second), the ``seconds`` of features ending 200 ms later become a
+    sequence whose every frame is ``_unknown_``. Returns (features [n, T, M] float16, targets, weights)."""
+    from tqdm import tqdm
+
+    files = training_speech(cfg)
+    audio = np.concatenate([load_audio(p, sample_rate=spec.sample_rate) for p in tqdm(files, desc="running speech", unit="file")])
+    chunks: list = []
+    scores = continuous_scores(streaming, audio, spec, features=chunks)
+    feats = np.concatenate(chunks)
+    keyword_ids = [i for i, label in enumerate(labels) if label not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+    best = scores[:, keyword_ids].max(axis=1)
+    frames = 1 + int(seconds * spec.sample_rate) // spec.hop_length
+    starts, last = [], -10**9
+    for t in np.flatnonzero(best >= threshold):
+        if t - last >= 100:
+            last = t
+            starts.append(min(max(0, t + 20 - frames), len(feats) - frames))
+    x = np.stack([feats[s:s + frames] for s in starts]) if starts else np.zeros((0, frames, spec.n_mels), np.float16)
+    print(f"mined {len(x)} stretches of running speech ({len(audio) / spec.sample_rate / 3600:.2f} h) where a keyword scored >= {threshold}")
+    return x, np.full(x.shape[:2], labels.index(UNKNOWN_LABEL), np.int32), np.ones(x.shape[:2], np.float32)
 
 
 def main() -> None:
@@ -205,6 +235,8 @@ def main() -> None:
     ap.add_argument("--context", type=float, default=0.7, help="share of word sequences with running speech around the word")
     ap.add_argument("--label-s", type=float, default=0.4, help="how long after a keyword's end its label is due")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--mine-epochs", type=int, default=0,
+                    help="then mine hard negatives from the training speakers' running speech and train this many more epochs")
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, help="seed of the sequences and the training (default: run.seed)")
     ap.add_argument("--model", help="score this continuous.keras (from an earlier run of this script) instead of training")
@@ -243,6 +275,17 @@ def main() -> None:
             loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
         history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=args.epochs, batch_size=64, verbose=2,
                             validation_data=(vx.astype(np.float32), vy, vw)).history
+        if args.mine_epochs:
+            mx, my, mw = mine_sequences(sequence_model(model, stateful_batch=1), cfg, spec, labels,
+                                        seconds=args.seconds, threshold=0.3)
+            x, y, w = np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw])
+            sizes["mined"] = len(mx)
+            model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+                args.learning_rate / 10, decay_steps=args.mine_epochs * (len(x) // 64 + 1), alpha=0.05)),
+                loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+            more = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=args.mine_epochs, batch_size=64, verbose=2,
+                             validation_data=(vx.astype(np.float32), vy, vw)).history
+            history = {k: history[k] + more[k] for k in history}
         model.save(out / "continuous.keras")
     trained_s = time.time() - started - built_s
     streaming = sequence_model(model, stateful_batch=1)
