@@ -132,6 +132,9 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
 
 def build_set(cfg, spec: FeatureSpec, labels: list[str], split: str, count: int, *, seconds: float, context: float,
               label_s: float, seed: int, workers: int):
+    """``count`` sequences around rows of ``split`` (make_sequence, in worker processes): features, targets, weights.
+    The running speech around words is always the training speakers' (validation sequences only give the
+    frame accuracy printed while training; the benchmark's recordings are what is reported)."""
     from tqdm import tqdm
 
     rows = read_rows(cfg.prepared_dir, split)
@@ -171,7 +174,7 @@ def sequence_model(one_second, *, stateful_batch: int | None = None):
 
 def stream_logmel(audio: np.ndarray, spec: FeatureSpec, *, frames_per_chunk: int = 6000):
     """The log-mel frames of a long recording, chunk by chunk, equal to logmel() of the whole (librosa's
-    centred framing). Each chunk is computed by logmel() itself on its audio plus EDGE samples either side,
+    centred framing). Each chunk is computed by logmel() itself on its audio plus a few hops either side,
     and the frames that the chunk's own zero padding touched are dropped."""
     edge_hops = -(-spec.n_fft // 2 // spec.hop_length)  # hops covering half a frame: 2 for 512/160
     edge = edge_hops * spec.hop_length
@@ -252,6 +255,9 @@ def main() -> None:
     cfg = load_config(args.config, args.set)
     spec = FeatureSpec.from_config(cfg)
     run = Path(args.run)
+    for need in ("model.keras", "manifest.json"):
+        if not (run / need).is_file():
+            sys.exit(f"continuous_state: {run / need} not found: --run takes a finished run's export folder")
     manifest = json.loads((run / "manifest.json").read_text())
     labels = manifest["labels"]
     out = Path(args.out)
