@@ -254,6 +254,9 @@ def main() -> None:
 
     cfg = load_config(args.config, args.set)
     spec = FeatureSpec.from_config(cfg)
+    if not all((cfg.long_audio_dir / f"{split}.json").is_file() for split in ("validation", "test")):
+        sys.exit(f"continuous_state: no always-on recordings in {cfg.long_audio_dir}: give the run's config and --set "
+                 "(paths.data among them), and let its verify stage finish first")
     run = Path(args.run)
     for need in ("model.keras", "manifest.json"):
         if not (run / need).is_file():
