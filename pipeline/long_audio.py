@@ -75,6 +75,16 @@ def _render(job: dict) -> dict:
     return out
 
 
+def word_span(audio: np.ndarray, sample_rate: int) -> tuple[int, int] | None:
+    """[first, last) samples of the spoken word in a clip: above 2% of its peak, with 50 ms either side (a
+    10%-of-peak cut would drop soft consonants, "ye(s)"). None for a silent clip."""
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * max(float(np.abs(audio).max()), 1e-6))
+    if loud.size == 0:
+        return None
+    margin = int(0.05 * sample_rate)
+    return max(0, int(loud[0]) - margin), min(len(audio), int(loud[-1]) + 1 + margin)
+
+
 def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator) -> list[dict]:
     """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase)."""
     pieces, planned, next_keyword = [], 0.0, rng.uniform(*KEYWORD_EVERY_S)
@@ -123,12 +133,10 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
             except AudioError:
                 skipped += 1
                 continue
-            # the word with 50 ms either side: a 10%-of-peak cut would drop soft consonants ("ye(s)")
-            loud = np.flatnonzero(np.abs(audio) > 0.02 * max(float(np.abs(audio).max()), 1e-6))
-            if loud.size == 0:
+            cut = word_span(audio, sr)
+            if cut is None:
                 continue
-            margin = int(0.05 * sr)
-            audio = audio[max(0, loud[0] - margin):loud[-1] + 1 + margin]
+            audio = audio[cut[0]:cut[1]]
             span = (0, len(audio))
         else:
             out = rendered[id(piece)]

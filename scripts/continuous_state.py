@@ -42,7 +42,9 @@ from pipeline.audio import AudioError, load_audio  # noqa: E402
 from pipeline.augment import active_power, noise_segment  # noqa: E402
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, load_config  # noqa: E402
 from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_speech  # noqa: E402
+from pipeline.edge.detection import NON_KEYWORDS  # noqa: E402
 from pipeline.feature_spec import FeatureSpec, logmel  # noqa: E402
+from pipeline.long_audio import word_span  # noqa: E402
 
 GAP_S = (0.0, 0.6)  # clear time between the word and the speech around it
 SNR_DB = (5.0, 30.0)
@@ -58,15 +60,6 @@ def _init(job: dict) -> None:
 
     threadpool_limits(limits=1)
     _JOB.update(job)
-
-
-def _word_span(audio: np.ndarray, sr: int) -> tuple[int, int] | None:
-    """[first, last) of the sound above 2% of the peak, with 50 ms either side (as the benchmark cuts words)."""
-    loud = np.flatnonzero(np.abs(audio) > 0.02 * max(float(np.abs(audio).max()), 1e-6))
-    if loud.size == 0:
-        return None
-    margin = int(0.05 * sr)
-    return max(0, int(loud[0]) - margin), min(len(audio), int(loud[-1]) + 1 + margin)
 
 
 def _speech_piece(rng: np.random.Generator, length: int, sr: int) -> np.ndarray:
@@ -99,7 +92,7 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     elif SPEECH_DIR in row["path"]:  # a running-speech row: running speech all through
         canvas = _speech_piece(rng, length, sr)
     else:
-        span = _word_span(clip, sr)
+        span = word_span(clip, sr)
         if span is None:
             return None
         word = clip[span[0]:span[1]]
@@ -213,7 +206,7 @@ def mine_sequences(streaming, cfg, spec: FeatureSpec, labels: list[str], *, seco
     chunks: list = []
     scores = continuous_scores(streaming, audio, spec, features=chunks)
     feats = np.concatenate(chunks)
-    keyword_ids = [i for i, label in enumerate(labels) if label not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+    keyword_ids = [i for i, label in enumerate(labels) if label not in NON_KEYWORDS]
     best = scores[:, keyword_ids].max(axis=1)
     frames = 1 + int(seconds * spec.sample_rate) // spec.hop_length
     starts, last = [], -10**9
@@ -346,17 +339,14 @@ def evaluate(per_split: dict, labels: list[str], params) -> dict:
     """verify's sweep and threshold choice for one design: {split: (times, window scores, events, hours,
     scoring seconds)} -> chosen threshold, its validation and test points, per-half counts, the sweeps."""
     from pipeline.edge.detection import Smoother, pick_detections
-    from pipeline.stages.verify import TARGET_FALSE_ALARMS_PER_HOUR, match_events, sweep
+    from pipeline.stages.verify import choose_threshold, match_events, sweep
 
     curves, smoothed = {}, {}
     for split, (times, scores, events, hours, _) in per_split.items():
         smoother = Smoother(params.smooth_windows)
         smoothed[split] = np.asarray([smoother(row) for row in scores])
         curves[split] = sweep(times, smoothed[split], events, labels, hours=hours, params=params)
-    ok = [p for p in curves["validation"] if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
-    chosen = (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
-              else min(curves["validation"], key=lambda p: (p["false_alarms"], -p["recall"])))
-    test = next(p for p in curves["test"] if p["threshold"] == chosen["threshold"])
+    chosen, test = choose_threshold(curves)
     halves = {}
     for split, (times, _, events, hours, _) in per_split.items():  # drift: does the second half do worse?
         for half, (lo, hi) in (("first", (0, hours / 2)), ("second", (hours / 2, hours))):

@@ -49,8 +49,9 @@ def test_context_keeps_the_word_and_adds_speech_around_it():
 
 
 def test_the_sweep_counts_what_the_detection_algorithm_fires_at_each_threshold():
-    # sweep() skips windows below the threshold for speed; it must find exactly what step 4 finds on all
-    from pipeline.edge.detection import DetectionParams, pick_detections
+    # pick_detections steps only the windows that reach the threshold; it must find exactly what step 4
+    # (the Picker the streaming Detector runs) finds stepping through every window
+    from pipeline.edge.detection import DetectionParams, Picker
     from pipeline.stages.verify import THRESHOLDS, match_events, sweep
 
     rng = np.random.default_rng(3)
@@ -63,8 +64,9 @@ def test_the_sweep_counts_what_the_detection_algorithm_fires_at_each_threshold()
     points = sweep(times, scores, events, labels, hours=600 / 3600, params=params)
     assert [p["threshold"] for p in points] == [float(t) for t in THRESHOLDS]
     for p in points[::7]:
-        hits, false_alarms, _ = match_events(pick_detections(times, scores, labels, threshold=p["threshold"],
-                                                             refractory_s=1.0), events)
+        picker = Picker(labels, threshold=p["threshold"], refractory_s=1.0)
+        every_window = [d for d in (picker(t, row) for t, row in zip(times, scores)) if d]
+        hits, false_alarms, _ = match_events(every_window, events)
         assert (p["hits"], p["false_alarms"]) == (hits, false_alarms)
     assert points[0]["false_alarms"] > points[-1]["false_alarms"]  # the random scores fire at low thresholds
 
