@@ -246,7 +246,9 @@ def test_detect_runs_on_litert_without_tensorflow(tiny_run, tmp_path):
             "print('tensorflow' in sys.modules, rc)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[0] == "False" and result.stdout.split()[-1] == "0"
+    # the last line is ours; detections come before it (whether the tiny model fires here depends on the
+    # threshold its verify picked, which other tests may have re-run)
+    assert result.stdout.splitlines()[-1].split() == ["False", "0"], result.stdout[-2000:]
     from pipeline.edge.runtime import _interpreter_class
 
     assert _interpreter_class().__module__.startswith("ai_edge_litert")
