@@ -197,6 +197,14 @@ class TrainConfig:
     hard_negative_epochs: int = 0
     hard_negative_threshold: float = 0.3
     hard_negative_hop_ms: float = 100.0
+    # The continuous always-on design (pipeline/continuous.py): after the 1-s model, the same network
+    # trains this many sequences of continuous_seconds (words ending anywhere, running speech and noise
+    # around them) with per-frame targets, so one GRU state can listen without resets. It is exported as
+    # model_continuous.tflite and becomes the run's detector. 0 = off: the five staggered, reset states.
+    continuous_sequences: int = 0
+    continuous_epochs: int = 3
+    continuous_seconds: float = 2.5
+    continuous_learning_rate: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -423,6 +431,10 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "0 <= dropout < 1")
     require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, ">= 1")
     require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, ">= 1")
+    require(cfg.train.continuous_sequences >= 0, "train.continuous_sequences", cfg.train.continuous_sequences, ">= 0")
+    require(cfg.train.continuous_epochs >= 1, "train.continuous_epochs", cfg.train.continuous_epochs, ">= 1")
+    require(1.5 <= cfg.train.continuous_seconds <= 10, "train.continuous_seconds", cfg.train.continuous_seconds,
+            "1.5..10 (a word and the time after it)")
     require(cfg.dataset.version in (1, 2), "dataset.version", cfg.dataset.version, "1 or 2")
     labels = cfg.task.labels
     require(isinstance(labels, list) or labels in (12, 35), "task.labels", labels, "12, 35 or a list of labels")

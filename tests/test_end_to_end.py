@@ -45,7 +45,8 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
     variants = {(a["kind"], a["variant"], a["input"]) for a in manifest["artifacts"]}
     assert {("saved_model", "float32", "features"), ("tflite", "float32", "features"), ("tflite", "float32", "audio"),
             ("tflite", "dynamic_range", "features"), ("tflite", "int8", "features"),
-            ("tflite", "streaming", "audio"), ("tflite", "streaming_int8", "features")} <= variants
+            ("tflite", "streaming", "audio"), ("tflite", "streaming_int8", "features"),
+            ("tflite", "continuous", "audio")} <= variants
     for art in manifest["artifacts"]:
         path = run_dir / art["path"]
         assert path.exists() and art["bytes"] > 0 and len(art["sha256"]) == 64
@@ -54,6 +55,8 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
             assert checks["builtins_only"] and not any(op.startswith("Flex") for op in checks["ops"])
         if art["variant"] in ("float32", "streaming"):
             assert checks["max_abs_diff_vs_keras"] <= 1e-4 and checks["top1_agreement"] == 1.0
+        if art["variant"] == "continuous":  # a minute through one state, against the Keras sequence model
+            assert checks["parity_ok"] and checks["max_abs_diff_vs_keras"] <= 1e-4 and checks["frames"] >= 1000
         for front in (checks, checks.get("audio_signature", {})):
             if "logmel_power_error" in front:
                 assert front["logmel_power_error"] <= 1e-4 and front["logmel_max_abs_diff_db_within_60db"] < 0.01
@@ -62,6 +65,8 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
     assert {"streams", "smooth_windows", "threshold", "refractory_s", "flush_hops", "window_samples",
             "stride_samples"} <= set(detection)
     assert detection["threshold"] == manifest["long_audio"]["threshold"]
+    assert detection["design"] == manifest["long_audio"]["design"] == "continuous"  # the demo recipe's detector
+    assert detection["model"] == "model_continuous.tflite"
     saved = next(a for a in manifest["artifacts"] if a["kind"] == "saved_model")
     assert saved["checks"]["audio_signature"]["max_abs_diff_vs_keras"] <= 1e-4
 
@@ -209,8 +214,9 @@ def test_detect_streams_a_file_and_matches_the_edge_runtime(tiny_run, tmp_path):
     audio = sf.read(path, dtype="float32")[0]  # what detect reads: 16-bit samples
     # a threshold that fires on some windows and not others (the tiny model's scores are flat)
     run = RunFolder(run_dir)
-    step = run.streaming_step(run.artifact(run_dir / "model_streaming.tflite"))
     params = DetectionParams.from_manifest(run.manifest)
+    assert params.design == "continuous" and run.manifest["detection"]["model"] == "model_continuous.tflite"
+    step = run.streaming_step(run.artifact(run_dir / "model_continuous.tflite"))  # the run's detector
     keyword_ids = [i for i, label in enumerate(run.labels) if not label.startswith("_")]
     windows = list(Detector(step, run.geometry, run.labels, params, window_samples=16000, sample_rate=16000).windows(audio))
     best = np.array([row[keyword_ids].max() for _, row in windows])

@@ -122,7 +122,7 @@ def pick_clips(runner, labels, synth: Path, flush_hops: int) -> list[np.ndarray]
     return [clip for (_, clip), word in per_word if word in best_words]
 
 
-def choose_threshold(runner, geometry, audio: np.ndarray, labels: list[str], spec) -> tuple[float, float]:
+def choose_threshold(runner, geometry, audio: np.ndarray, labels: list[str], spec, params) -> tuple[float, float]:
     """(threshold, margin), margin = the distance to the nearest window's best smoothed keyword score.
 
     0.5 when it gives >= 2 detections with room (a trained model). Otherwise (the tiny model: every class
@@ -130,15 +130,14 @@ def choose_threshold(runner, geometry, audio: np.ndarray, labels: list[str], spe
     of the widest gap between the windows' best keyword scores in their middle third: about half of the
     windows fire, so the audio the page hears (nearly the same) gives detections too, and no window sits
     closer to the threshold than it must. A threshold just above silence left too few (1 of 6 words)."""
-    from pipeline.edge.detection import DetectionParams, Detector
+    from pipeline.edge.detection import Detector
     from pipeline.edge.detection import pick_detections as pick
 
     def pick_detections(times, smoothed, labels, *, threshold):
-        return pick(times, smoothed, labels, threshold=threshold, refractory_s=DetectionParams().refractory_s)
+        return pick(times, smoothed, labels, threshold=threshold, refractory_s=params.refractory_s)
 
     keyword_ids = [i for i, label in enumerate(labels) if not label.startswith("_")]
-    detector = Detector(runner, geometry, labels, DetectionParams(), window_samples=spec.clip_samples,
-                        sample_rate=spec.sample_rate)
+    detector = Detector(runner, geometry, labels, params, window_samples=spec.clip_samples, sample_rate=spec.sample_rate)
     windows = list(detector.windows(audio))  # steps 1-3 of the detection algorithm
     times, smoothed = np.array([t for t, _ in windows]), np.array([row for _, row in windows])
     best = smoothed[:, keyword_ids].max(axis=1)
@@ -163,6 +162,7 @@ def choose_threshold(runner, geometry, audio: np.ndarray, labels: list[str], spe
 def live(tiny_run, tmp_path_factory):
     """The tiny run served, a WAV of command words, the threshold both sides use, and the reference detections."""
     from pipeline.audio import load_audio
+    from pipeline.edge.detection import DetectionParams
     from pipeline.edge.runtime import StreamGeometry, TFLiteModel
     from pipeline.feature_spec import FeatureSpec
 
@@ -171,7 +171,9 @@ def live(tiny_run, tmp_path_factory):
     labels = manifest["labels"]
     spec = FeatureSpec.from_dict(manifest["feature_spec"])
     flush_hops = next(a for a in manifest["artifacts"] if a["variant"] == "streaming")["io"]["flush_hops"]
-    runner = TFLiteModel(run_dir / "model_streaming.tflite")
+    params = DetectionParams.from_manifest(manifest)
+    assert params.design == "continuous"  # the demo recipe's detector, which the page loads first
+    runner = TFLiteModel(run_dir / manifest["detection"]["model"])
     synth = next((tmp / "data").glob("synth_*/yes")).parent
     clips = pick_clips(runner, labels, synth, flush_hops)
     # 1 s of silence first, ~1 s gaps, 2 s at the end (the fake microphone may repeat the file's end)
@@ -187,7 +189,7 @@ def live(tiny_run, tmp_path_factory):
     fake_mic = wav.with_name("words_44k.wav")
     sf.write(fake_mic, librosa.resample(audio, orig_sr=SR, target_sr=44100, res_type="soxr_vhq"), 44100, subtype="PCM_16")
     geometry = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"])
-    threshold, margin = choose_threshold(runner, geometry, audio, labels, spec)
+    threshold, margin = choose_threshold(runner, geometry, audio, labels, spec, params)
     result = cli("detect", str(run_dir), str(wav), "--json", "--threshold", str(threshold), tmp=tmp)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = [json.loads(line) for line in result.stdout.splitlines()]
@@ -195,7 +197,8 @@ def live(tiny_run, tmp_path_factory):
     proc, url = serve(run_dir)
     words = [(SR * (1 + 2 * i), len(clip)) for i, clip in enumerate(clips)]
     yield {"url": url, "wav": wav, "fake_mic": fake_mic, "audio": audio, "words": words, "seconds": len(audio) / SR,
-           "threshold": threshold, "margin": margin, "expected": expected, "run_dir": run_dir, "runner": runner, "flush_hops": flush_hops, "synth": synth}
+           "threshold": threshold, "margin": margin, "expected": expected, "run_dir": run_dir, "runner": runner, "flush_hops": flush_hops, "synth": synth,
+           "geometry": geometry, "spec": spec, "params": params}
     stop(proc)
 
 
@@ -279,15 +282,30 @@ def test_microphone_detections_equal_run_detect(live, browser, tmp_path):
 
 @pytest.mark.slow
 @needs_browser
-def test_file_mode_detections_equal_run_detect_exactly(live, browser):
-    page = open_page(browser, f"{live['url']}?threshold={live['threshold']}", microphone=False)
+@pytest.mark.parametrize("variant", ["continuous", "streaming"])
+def test_file_mode_detections_equal_run_detect_exactly(live, browser, variant, tmp_path):
+    """Both detection designs: the run's continuous model (one state) and the 1-s model (staggered states)."""
+    from dataclasses import replace
+
+    from pipeline.edge.runtime import TFLiteModel
+
+    threshold, expected = live["threshold"], live["expected"]
+    if variant == "streaming":  # the staggered design, at a threshold of its own, against ./run detect on its model
+        model = live["run_dir"] / "model_streaming.tflite"
+        threshold, _ = choose_threshold(TFLiteModel(model), live["geometry"], live["audio"], json.loads(
+            (live["run_dir"] / "manifest.json").read_text())["labels"], live["spec"], replace(live["params"], design="staggered"))
+        result = cli("detect", str(model), str(live["wav"]), "--json", "--threshold", str(threshold), tmp=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        expected = [json.loads(line) for line in result.stdout.splitlines()]
+    page = open_page(browser, f"{live['url']}?threshold={threshold}&model={variant}", microphone=False)
     page.set_input_files("#file", str(live["wav"]))
     page.wait_for_function("window.kwsStatus.startsWith('done') || window.kwsStatus.startsWith('error')", timeout=60_000)
     assert page.evaluate("window.kwsStatus").startswith("done"), page.evaluate("window.kwsStatus")
     got = page.evaluate("window.kwsDetections")
     # a 16-kHz WAV is decoded at 16 kHz: the same samples as Python, so the same windows and decisions
-    assert [d["label"] for d in got] == [d["label"] for d in live["expected"]]
-    for g, e in zip(got, live["expected"]):
+    assert len(expected) >= 2
+    assert [d["label"] for d in got] == [d["label"] for d in expected]
+    for g, e in zip(got, expected):
         assert abs(g["time_s"] - e["time_s"]) < 1e-6 and abs(g["score"] - e["score"]) < 1e-3  # detect rounds to 4 places
     page.context.close()
 

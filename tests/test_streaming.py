@@ -59,7 +59,7 @@ def test_split_frontend_and_network_equal_the_clip_model(tiny):
 def test_verify_batched_windows_equal_the_staggered_streams(tiny):
     """verify scores hours of audio in batches with the Keras model; the edge runtime's staggered
     streaming states see exactly the same windows and give the same scores."""
-    from pipeline.edge.detection import WindowScorer
+    from pipeline.edge.detection import WindowScorer, window_time_s
     from pipeline.stages.verify import window_scores
 
     model, _, _ = tiny
@@ -69,8 +69,32 @@ def test_verify_batched_windows_equal_the_staggered_streams(tiny):
     audio = np.concatenate([speechlike(seed, n=SPEC.clip_samples) for seed in range(4)] + [np.zeros(500, np.float32)])
     ends, scores = window_scores(model, SPEC, audio, window_samples=SPEC.clip_samples, stride_samples=stride,
                                  hop=SPEC.hop_length)
-    scorer = WindowScorer(eager(step), step.geometry, window_samples=SPEC.clip_samples, streams=streams)
+    scorer = WindowScorer(eager(step), step.geometry, window_samples=SPEC.clip_samples, streams=streams,
+                          sample_rate=SPEC.sample_rate)
     streamed = [w for start in range(0, len(audio) // SPEC.hop_length * SPEC.hop_length, SPEC.hop_length)
                 for w in scorer.push(audio[start:start + SPEC.hop_length])]
-    assert [end for end, _ in streamed] == list(ends) and len(ends) > 10
+    assert [t for t, _ in streamed] == [window_time_s(end, SPEC.clip_samples, SPEC.sample_rate) for end in ends]
+    assert len(ends) > 10
     np.testing.assert_allclose(np.stack([s for _, s in streamed]), scores, atol=1e-5)
+
+
+def test_verify_continuous_scores_equal_the_one_state_stream(tiny):
+    """The continuous design: verify runs the Keras sequence model (every GRU returning sequences, one
+    state carried over from chunk to chunk) on the log-mel of the whole recording; the edge runtime feeds
+    the export's streaming step, built from the same weights, one hop at a time and never resets it. The
+    frames the detector reads, and their scores, are the same."""
+    from pipeline.continuous import continuous_scores, decisions, sequence_model
+    from pipeline.edge.detection import ContinuousScorer
+
+    model, _, _ = tiny
+    sequence = sequence_model(model, stateful_batch=1)
+    step = StreamingStep(sequence, SPEC)  # the export's step takes the sequence model's weights by layer name
+    audio = np.concatenate([speechlike(seed, n=SPEC.clip_samples) for seed in range(4)] + [np.zeros(500, np.float32)])
+    whole_hops, stride = len(audio) // SPEC.hop_length, 3
+    frames, expected = decisions(continuous_scores(sequence, audio, SPEC), stride_hops=stride,
+                                 delay=step.geometry.delay, whole_hops=whole_hops)
+    scorer = ContinuousScorer(eager(step), step.geometry, stride_hops=stride, sample_rate=SPEC.sample_rate)
+    streamed = [d for k in range(whole_hops) for d in scorer.push(audio[k * SPEC.hop_length:(k + 1) * SPEC.hop_length])]
+    assert [t for t, _ in streamed] == list(frames * SPEC.hop_length / SPEC.sample_rate) and len(frames) >= 8
+    np.testing.assert_allclose(np.stack([s for _, s in streamed]), expected, atol=1e-5)
+    assert np.abs(expected - expected.mean(0)).max() > 1e-3  # the scores move: not a trivial match

@@ -1,5 +1,6 @@
 // The keyword spotter in the browser: the run's streaming TFLite model in LiteRT.js (WASM), driven hop by
-// hop exactly like the Python reference (pipeline/edge/runtime.py: Stream; pipeline/edge/detection.py: WindowScorer, Smoother, Picker).
+// hop exactly like the Python reference (pipeline/edge/runtime.py: Stream; pipeline/edge/detection.py:
+// ContinuousScorer or WindowScorer, Smoother, Picker).
 import { loadAndCompile, loadLiteRt, Tensor } from '@litertjs/core';
 
 const SILENCE = '_silence_';
@@ -109,18 +110,23 @@ export class LogmelView {
 
 const artifactOf = (manifest, variant) => manifest.artifacts.find((a) => a.kind === 'tflite' && a.variant === variant);
 
-// Which streaming variants the manifest lists: 'streaming' (float) and/or 'streaming_int8' (split pair).
+// Which streaming variants the manifest lists: 'continuous' (the continuous design's float model),
+// 'streaming' (the 1-s weights, float) and/or 'streaming_int8' (split pair), the run's detector first.
 export function streamingVariants(manifest) {
-  return ['streaming', 'streaming_int8'].filter((v) => {
+  return ['continuous', 'streaming', 'streaming_int8'].filter((v) => {
     const a = artifactOf(manifest, v);
-    return a && (v === 'streaming' || (a.frontend && manifest.artifacts.some((b) => b.path === a.frontend)));
+    return a && (v !== 'streaming_int8' || (a.frontend && manifest.artifacts.some((b) => b.path === a.frontend)));
   });
 }
+
+// The detection design a variant runs: the continuous model never resets its one state; the 1-s models
+// run the staggered states (pipeline/edge/detection.py).
+export const designOf = (variant) => (variant === 'continuous' ? 'continuous' : 'staggered');
 
 export async function loadStep(runUrl, manifest, variant) {
   const art = artifactOf(manifest, variant);
   if (!art) throw new Error(`the run has no ${variant} model`);
-  if (variant === 'streaming') {
+  if (variant === 'streaming' || variant === 'continuous') {
     const model = await compile(runUrl + art.path);
     checkInputs(model, art.io, art.path);
     return new FloatStep(model, art.io);
@@ -150,6 +156,7 @@ export function detectionParams(manifest, variant, thresholdOverride) {
   const streams = d.streams ?? 5;
   const hopsPerWindow = Math.round(windowSamples / hop);
   return {
+    design: designOf(variant),
     sampleRate: spec.sample_rate,
     hop,
     windowSamples,
@@ -182,6 +189,8 @@ export async function scoreClip(step, params, clip) {
 }
 
 // Continuous detection, one 16-kHz hop at a time; the same steps, in the same order, as pipeline/edge/detection.py.
+// params.design 'continuous': one state, never reset, read at every stride-th log-mel frame;
+// 'staggered': `streams` states, each reset after its window.
 export class Detector {
   constructor(step, params, labels) {
     this.step = step;
@@ -190,8 +199,8 @@ export class Detector {
     // picking looks at keyword classes only
     this.keywordIds = labels.map((l, i) => i).filter((i) => labels[i] !== SILENCE && labels[i] !== UNKNOWN);
     this.tail = new Float32Array(params.hop); // the 1-s model sees zeros after its clip
-    // `streams` copies of the streaming state, all starting at zero
-    this.states = Array.from({ length: params.streams }, () => step.zeroState());
+    // `streams` copies of the streaming state (one for the continuous design), all starting at zero
+    this.states = Array.from({ length: params.design === 'continuous' ? 1 : params.streams }, () => step.zeroState());
     this.k = 0; // index of the next input hop
     this.recent = []; // the last smooth_windows windows' score vectors
     this.mutedUntil = -Infinity;
@@ -199,6 +208,29 @@ export class Detector {
 
   // Feed hop k (Float32Array of `hop` samples). Returns {windows: [{time_s, scores, smoothed}], detections}.
   async pushHop(hop) {
+    const windows = this.p.design === 'continuous' ? await this.continuousScores(hop) : await this.staggeredScores(hop);
+    const detections = [];
+    for (const w of windows) {
+      w.smoothed = this.smooth(w.scores);
+      const det = this.pick(w.time_s, w.smoothed);
+      if (det) detections.push(det);
+    }
+    return { windows, detections };
+  }
+
+  // continuous design: hop k completes log-mel frame k - flush_hops + 1; every stride-th frame is read,
+  // at the time of its centre
+  async continuousScores(hop) {
+    const k = this.k++;
+    const out = await this.step.step(this.states[0], hop);
+    this.states[0] = out.state;
+    const frame = k - this.p.flushHops + 1;
+    if (frame < 0 || (frame + 1) % this.p.strideHops !== 0) return [];
+    return [{ frame, time_s: (frame * this.p.hop) / this.p.sampleRate, scores: out.scores }];
+  }
+
+  // staggered design: stream s starts at hop s*stride and restarts from zero after each window
+  async staggeredScores(hop) {
     const { hopsPerWindow, strideHops, streams, flushHops } = this.p;
     const k = this.k++;
     const windows = [];
@@ -224,15 +256,9 @@ export class Detector {
     }
     // windows in order of their end sample (at most one stream completes per hop, so already in order)
     windows.sort((a, b) => a.endSample - b.endSample);
-    const detections = [];
-    for (const w of windows) {
-      // time of a window: its centre, in seconds of audio since the start
-      w.time_s = (w.endSample - this.p.windowSamples / 2) / this.p.sampleRate;
-      w.smoothed = this.smooth(w.scores);
-      const det = this.pick(w.time_s, w.smoothed);
-      if (det) detections.push(det);
-    }
-    return { windows, detections };
+    // time of a window: its centre, in seconds of audio since the start
+    for (const w of windows) w.time_s = (w.endSample - this.p.windowSamples / 2) / this.p.sampleRate;
+    return windows;
   }
 
   // smoothing: causal moving average over the last smooth_windows windows (fewer at the start)

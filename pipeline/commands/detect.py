@@ -2,8 +2,9 @@
 
 Runs the edge runtime's detection algorithm (pipeline/edge/detection.py) with the parameters in the
 run's manifest.json (``detection``), on a file of any length: it is read in 10-s blocks, and each
-detection is printed as soon as it is found. MODEL is a run folder (its ``detection.model``), a
-streaming .tflite of the run, or the split int8 network (paired with its float frontend).
+detection is printed as soon as it is found. MODEL is a run folder (its ``detection.model``: the
+continuous design's model_continuous.tflite when the run trained it), a streaming .tflite of the run,
+or the split int8 network (paired with its float frontend); the 1-s models run the staggered design.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.audio import audio_blocks
-from pipeline.edge.detection import DetectionParams, Detector
+from pipeline.edge.detection import DESIGN_MODELS, DetectionParams, Detector
 from pipeline.edge.run_folder import RunFolder
 
 
@@ -26,8 +27,14 @@ def main(*, model: str, file: str, threshold: float | None = None, as_json: bool
     if threshold is not None:
         params = replace(params, threshold=threshold)
     if path.is_dir():
-        path = run.path / run.manifest.get("detection", {}).get("model", "model_streaming.tflite")
-    step = run.streaming_step(run.artifact(path))
+        path = run.path / run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design])
+    art = run.artifact(path)
+    step = run.streaming_step(art)
+    design = "continuous" if art["variant"] == "continuous" else "staggered"  # what this model was trained for
+    if design != params.design:
+        print(f"note: {art['path']} runs the {design} design; the run's threshold was tuned for its {params.design} "
+              "design (give --threshold)", file=sys.stderr)
+        params = replace(params, design=design)
     spec = run.feature_spec
     detector = Detector(step, run.geometry, run.labels, params, window_samples=spec["clip_samples"],
                         sample_rate=spec["sample_rate"])

@@ -39,11 +39,12 @@ class Predictor:
         self.labels = self.run.labels
         self.spec = FeatureSpec.from_dict(self.run.feature_spec)
         self.artifact = self.run.artifact(model)
+        self.streaming = self.artifact["variant"].startswith("streaming") or self.artifact["variant"] == "continuous"
         if self.artifact["kind"] == "saved_model":
             import tensorflow as tf
 
             self.saved = tf.saved_model.load(str(self.run.path / self.artifact["path"]))
-        elif self.artifact["variant"].startswith("streaming"):
+        elif self.streaming:
             self.step = self.run.streaming_step(self.artifact)  # a clear error for the frontend alone
         else:
             self.model = TFLiteModel(self.run.path / self.artifact["path"])
@@ -54,7 +55,7 @@ class Predictor:
             import tensorflow as tf
 
             return self.saved.signatures["audio"](audio=tf.constant(audio[None]))["scores"].numpy()[0]
-        if art["variant"].startswith("streaming"):
+        if self.streaming:  # hop by hop from the zero state, then flushed
             return stream_clip(self.step, self.run.geometry, audio)
         if art["input"] == "audio":
             return self.model({"audio": audio[None]})["scores"][0]

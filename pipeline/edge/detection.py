@@ -1,14 +1,17 @@
 """Continuous keyword detection: the one algorithm that ``./run detect``, the verify stage's long-audio
 benchmark, the live page (web/) and the README's phone sketches run. Its parameters are written to
-manifest.json under ``detection``.
+manifest.json under ``detection``; ``design`` names how step 1 gets scores.
 
-1. Windows: the model was trained on 1-s clips that start from silence, so one GRU state carried
-   forever would drift from anything seen in training. ``streams`` streaming states run side by side,
-   staggered by stride = window / streams (200 ms): each starts from the zero state, takes one window
-   of audio hop by hop, is flushed (``Stream.flush``) to give that window's scores, and restarts from
-   zero. Every stride yields the scores of the latest window, equal to the 1-s model's on it.
-2. Time of a window: its centre, (end sample - window / 2) / sample rate.
-3. Smoothing: the mean score vector of the last ``smooth_windows`` windows (fewer at the start).
+1. Scores, every stride (window / streams hops: 200 ms), by one of two designs:
+   - ``continuous`` (``model_continuous.tflite``, trained by pipeline/continuous.py to listen without
+     resets): one streaming state, never reset, fed every hop; at every stride-th log-mel frame its
+     scores are read. Time: that frame's centre, frame * hop / sample rate.
+   - ``staggered`` (``model_streaming.tflite``, the 1-s model): it was trained on 1-s clips that start
+     from silence, so ``streams`` states run side by side, staggered by the stride; each starts from the
+     zero state, takes one window of audio hop by hop, is flushed (``Stream.flush``) to give that window's
+     scores, and restarts from zero. Time: the window's centre, (end sample - window / 2) / sample rate.
+2. (The time of each score vector, as above.)
+3. Smoothing: the mean score vector of the last ``smooth_windows`` score vectors (fewer at the start).
 4. Picking: the best keyword (not ``_silence_``/``_unknown_``) of each smoothed vector fires when its
    score is >= ``threshold`` and the previous detection is at least ``refractory_s`` earlier.
 """
@@ -24,9 +27,13 @@ from pipeline.edge.runtime import Stream, StreamGeometry
 NON_KEYWORDS = ("_silence_", "_unknown_")
 
 
+DESIGN_MODELS = {"continuous": "model_continuous.tflite", "staggered": "model_streaming.tflite"}
+
+
 @dataclass(frozen=True)
 class DetectionParams:
-    streams: int = 5  # staggered states: a decision every window / streams (200 ms)
+    design: str = "staggered"  # how step 1 gets scores: "continuous" or "staggered" (DESIGN_MODELS)
+    streams: int = 5  # a decision every window / streams (200 ms); staggered: that many states
     smooth_windows: int = 3  # decisions averaged (600 ms)
     threshold: float = 0.8  # smoothed keyword score that fires (verify tunes it on long audio)
     refractory_s: float = 1.0  # after a detection, nothing fires for this long
@@ -39,10 +46,11 @@ class DetectionParams:
     def to_manifest(self, *, geometry: StreamGeometry, window_samples: int, sample_rate: int) -> dict:
         """The parameters plus the derived figures an app needs, for manifest.json's ``detection``."""
         hops = window_samples // geometry.hop
-        return {**asdict(self), "model": "model_streaming.tflite", "window_samples": window_samples,
+        time = {"continuous": "centre of the frame read: frame * hop_samples / sample_rate",
+                "staggered": "centre of the window: (end_sample - window_samples / 2) / sample_rate"}[self.design]
+        return {**asdict(self), "model": DESIGN_MODELS[self.design], "window_samples": window_samples,
                 "stride_samples": hops // self.streams * geometry.hop, "hop_samples": geometry.hop,
-                "flush_hops": geometry.delay, "sample_rate": sample_rate,
-                "time": "centre of the window: (end_sample - window_samples / 2) / sample_rate"}
+                "flush_hops": geometry.delay, "sample_rate": sample_rate, "time": time}
 
 
 @dataclass(frozen=True)
@@ -53,27 +61,47 @@ class Detection:
 
 
 class WindowScorer:
-    """Step 1: ``streams`` staggered streaming states. ``push(hop)`` -> [(end_sample, scores [C])] of the
-    windows that this hop completes (none, or one when window/hop is a multiple of streams)."""
+    """Step 1, staggered: ``streams`` staggered streaming states. ``push(hop)`` -> [(time_s, scores [C])]
+    of the windows that this hop completes (none, or one when window/hop is a multiple of streams)."""
 
-    def __init__(self, step, geometry: StreamGeometry, *, window_samples: int, streams: int):
-        self.geometry = geometry
+    def __init__(self, step, geometry: StreamGeometry, *, window_samples: int, streams: int, sample_rate: int):
+        self.geometry, self.window_samples, self.sample_rate = geometry, window_samples, sample_rate
         self.hops_per_window = window_samples // geometry.hop
         self.stride = self.hops_per_window // streams
         self.streams = [Stream(step, geometry) for _ in range(streams)]
         self.hops_seen = 0
 
-    def push(self, hop_audio: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    def push(self, hop_audio: np.ndarray) -> list[tuple[float, np.ndarray]]:
         k, done = self.hops_seen, []
         for s, stream in enumerate(self.streams):
             if k < s * self.stride:
                 continue  # stream s starts s strides late
             stream.push(hop_audio)
             if (k - s * self.stride) % self.hops_per_window == self.hops_per_window - 1:  # its window is complete
-                done.append(((k + 1) * self.geometry.hop, stream.flush()))
+                end = (k + 1) * self.geometry.hop
+                done.append((window_time_s(end, self.window_samples, self.sample_rate), stream.flush()))
                 stream.reset()
         self.hops_seen += 1
         return done
+
+
+class ContinuousScorer:
+    """Step 1, continuous: one streaming state, never reset. ``push(hop)`` -> [(time_s, scores [C])] when
+    this hop completes a log-mel frame f with (f + 1) a multiple of the stride (hop k completes frame
+    k - delay + 1; see StreamGeometry)."""
+
+    def __init__(self, step, geometry: StreamGeometry, *, stride_hops: int, sample_rate: int):
+        self.geometry, self.stride, self.sample_rate = geometry, stride_hops, sample_rate
+        self.stream = Stream(step, geometry)
+        self.hops_seen = 0
+
+    def push(self, hop_audio: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        self.stream.push(hop_audio)
+        frame = self.hops_seen - self.geometry.delay + 1
+        self.hops_seen += 1
+        if frame >= 0 and (frame + 1) % self.stride == 0:
+            return [(frame * self.geometry.hop / self.sample_rate, self.stream.scores)]
+        return []
 
 
 class Smoother:
@@ -109,21 +137,27 @@ class Detector:
 
     def __init__(self, step, geometry: StreamGeometry, labels: list[str], params: DetectionParams, *,
                  window_samples: int, sample_rate: int):
-        self.scorer = WindowScorer(step, geometry, window_samples=window_samples, streams=params.streams)
+        if params.design == "continuous":
+            self.scorer = ContinuousScorer(step, geometry, stride_hops=window_samples // geometry.hop // params.streams,
+                                           sample_rate=sample_rate)
+        elif params.design == "staggered":
+            self.scorer = WindowScorer(step, geometry, window_samples=window_samples, streams=params.streams,
+                                       sample_rate=sample_rate)
+        else:
+            raise ValueError(f"detection design {params.design!r}: expected one of {', '.join(DESIGN_MODELS)}")
         self.smoother = Smoother(params.smooth_windows)
         self.picker = Picker(labels, threshold=params.threshold, refractory_s=params.refractory_s)
-        self.window_samples, self.sample_rate = window_samples, sample_rate
         self.pending = np.zeros(0, np.float32)  # samples short of a hop, kept for the next call
 
     def windows(self, samples: np.ndarray):
-        """Steps 1-3: yields (time_s, smoothed scores [C]) for each window the samples complete."""
+        """Steps 1-3: yields (time_s, smoothed scores [C]) for each score vector the samples complete."""
         audio = np.concatenate([self.pending, np.asarray(samples, np.float32)])
         hop = self.scorer.geometry.hop
         whole = len(audio) // hop * hop
         self.pending = audio[whole:]
         for start in range(0, whole, hop):
-            for end, scores in self.scorer.push(audio[start:start + hop]):
-                yield window_time_s(end, self.window_samples, self.sample_rate), self.smoother(scores)
+            for time_s, scores in self.scorer.push(audio[start:start + hop]):
+                yield time_s, self.smoother(scores)
 
     def feed(self, samples: np.ndarray) -> list[Detection]:
         """Steps 1-4: the detections that these samples complete."""

@@ -48,9 +48,9 @@ class RunFolder:
         raise ArtifactError(f"{model}: not an artifact listed in {self.path / 'manifest.json'} ({listed})")
 
     def streaming_step(self, art: dict, *, threads: int = 1):
-        """A ``step(inputs) -> outputs`` for a streaming artifact: the one-piece model, or the int8
-        network paired with its float frontend."""
-        if art["variant"] == "streaming":
+        """A ``step(inputs) -> outputs`` for a streaming artifact: a one-piece model (the 1-s weights or the
+        continuous design's), or the int8 network paired with its float frontend."""
+        if art["variant"] in ("streaming", "continuous"):
             return TFLiteModel(self.path / art["path"], threads=threads)
         if art["variant"] == "streaming_int8":
             return SplitStreamingStep(TFLiteModel(self.path / art["frontend"], threads=threads),
@@ -59,5 +59,5 @@ class RunFolder:
         if art["variant"] == "streaming_frontend":
             raise ArtifactError(f"{art['path']} computes log-mel frames only, no scores: use "
                                 "model_streaming_int8.tflite (it pairs with this frontend) or model_streaming.tflite")
-        raise ArtifactError(f"{art['path']} is not a streaming model (use model_streaming.tflite or "
-                            "model_streaming_int8.tflite)")
+        raise ArtifactError(f"{art['path']} is not a streaming model (use model_continuous.tflite, "
+                            "model_streaming.tflite or model_streaming_int8.tflite)")

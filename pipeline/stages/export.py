@@ -15,6 +15,8 @@ Artifacts (all TFLite ones are builtin ops only, static batch 1):
     model_streaming_frontend.tflite + model_streaming_int8.tflite
                                  the same split in two: float frontend (hop -> log-mel frame), full-int8
                                  network step (frame + GRU states -> scores + states)
+    model_continuous.tflite      with model_continuous.keras (train.continuous_sequences > 0): the same
+                                 streaming step with the continuous design's weights, the run's detector
 The export-only model variants (audio frontend, unrolled, streaming step) live here, not in model.py.
 """
 from __future__ import annotations
@@ -298,6 +300,18 @@ def run(cfg: Config) -> Path:
                                                            if n.endswith("_state")}},
             "usage": "one log-mel frame from model_streaming_frontend.tflite per ready hop, plus the GRU states"})
 
+    design = "staggered"
+    if (run_dir / "model_continuous.keras").is_file():  # the always-on design (pipeline/continuous.py)
+        import keras
+
+        design = "continuous"
+        continuous = StreamingStep(keras.models.load_model(run_dir / "model_continuous.keras", compile=False), spec)
+        convert_tflite(continuous.model, continuous.tf_fn(), [step_specs], out / "model_continuous.tflite")
+        add("tflite", "continuous", "audio", "model_continuous.tflite",
+            io={**stream_io, "usage": "the continuous detector's model: start from all-zero state and never reset it; "
+                                      "per hop feed audio_hop and the previous call's new_* outputs; scores are "
+                                      "those of the last completed log-mel frame (manifest detection)"})
+
     (out / "labels.txt").write_text("".join(label + "\n" for label in cfg.labels))
     manifest = {
         "run": cfg.run.name, "labels": cfg.labels, "feature_spec": spec.to_dict(),
@@ -305,8 +319,8 @@ def run(cfg: Config) -> Path:
         "model": json.loads((run_dir / "train_summary.json").read_text()).get("model_args", {}),
         "parameters": int(model.count_params()), "artifacts": artifacts, "config": cfg.to_dict(),
         # the default detection parameters; verify tunes the threshold on long audio
-        "detection": DetectionParams().to_manifest(geometry=step.geometry, window_samples=spec.clip_samples,
-                                                   sample_rate=spec.sample_rate),
+        "detection": DetectionParams(design=design).to_manifest(geometry=step.geometry, window_samples=spec.clip_samples,
+                                                                sample_rate=spec.sample_rate),
     }
     (out / "export.json").write_text(json.dumps(manifest, indent=1))
     publish(out, run_dir)

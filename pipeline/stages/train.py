@@ -6,7 +6,8 @@ stopping, cosine LR with warmup, CSV history, TensorBoard logs, and BackupAndRes
 run resumes from its last finished epoch.
 
 Outputs in ``cfg.run_dir``: model.keras (best validation accuracy), history.csv, logs/ (TensorBoard),
-train_summary.json (devices, cuDNN eligibility, parameter count, timing).
+train_summary.json (devices, cuDNN eligibility, parameter count, timing), and with
+``train.continuous_sequences`` > 0 model_continuous.keras (the always-on design, pipeline/continuous.py).
 """
 from __future__ import annotations
 
@@ -301,6 +302,18 @@ def run(cfg: Config) -> Path:
         return run_dir
     best = keras.models.load_model(work / "best.keras", compile=False)
     best_val = max(history.get("val_accuracy", [float("nan")]))
+    continuous = {}
+    if t.continuous_sequences > 0 and t.distribute == "none":
+        from pipeline import continuous as continuous_design
+        from pipeline.feature_spec import FeatureSpec
+
+        print(f"train: the continuous design: {t.continuous_sequences} sequences of {t.continuous_seconds} s, "
+              f"{t.continuous_epochs} epochs from the 1-s weights")
+        sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]), labels)
+        sequence_model.save(work / "model_continuous.keras")
+        print(f"train: continuous design, validation frame accuracy {continuous['val_frame_accuracy'][-1]:.4f}")
+    elif t.continuous_sequences > 0:
+        print(f"train: the continuous design trains with train.distribute=none only; skipped under {t.distribute}")
     summary = {
         "devices": devices, "gpu": bool(gpus), "cudnn_blockers": blockers, "distribute": t.distribute,
         "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision,
@@ -309,7 +322,7 @@ def run(cfg: Config) -> Path:
         "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.get("loss", [])) / seconds, 1),
         "model_args": {"gru_units": cfg.model.gru_units, "dense_units": cfg.model.dense_units,
                        "dropout": cfg.model.dropout},
-        "labels": labels, "feature_spec": stats["feature_spec"], "hard_negatives": mined,
+        "labels": labels, "feature_spec": stats["feature_spec"], "hard_negatives": mined, "continuous": continuous,
     }
     # publish: history and logs first, the model last, each by rename
     for name in ("history.csv", "logs"):
@@ -318,6 +331,10 @@ def run(cfg: Config) -> Path:
             shutil.rmtree(target)
         (work / name).replace(target)
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    if (work / "model_continuous.keras").is_file():
+        (work / "model_continuous.keras").replace(run_dir / "model_continuous.keras")
+    else:  # an earlier run's continuous model must not reach this run's export
+        (run_dir / "model_continuous.keras").unlink(missing_ok=True)
     (work / "best.keras").replace(run_dir / "model.keras")
     shutil.rmtree(work)
     print(f"train: best val accuracy {best_val:.4f} after {summary['epochs_run']} epochs, "

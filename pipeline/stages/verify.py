@@ -1,9 +1,11 @@
 """Verify stage: every exported artifact runs on the whole test split (real TFLite interpreter runs
 through the edge runtime) and is compared with the Keras model. Results go into manifest.json
-``artifacts[*].checks``; then the streaming model's continuous detection is measured on a long recording.
+``artifacts[*].checks``; then the run's detector (manifest ``detection.design``) is measured on long recordings.
 
 Gates (a failed gate is a non-zero exit and ``verified.ok: false`` in manifest.json):
-- float32 artifacts: class scores within FLOAT_TOLERANCE of Keras;
+- float32 artifacts: class scores within FLOAT_TOLERANCE of Keras (the continuous design's model: at
+  every frame of a minute of test clips played back to back, one state never reset, against the Keras
+  sequence model);
 - in-graph frontends: mel power within FRONTEND_POWER_TOLERANCE of librosa's, relative to each frame's
   peak (the metric and the margin are explained in docs/frontend.md);
 - TFLite models: builtin ops only.
@@ -133,6 +135,34 @@ def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: Featu
     return checks
 
 
+def check_continuous(art: dict, run_dir: Path, geometry: StreamGeometry, spec: FeatureSpec, audio: np.ndarray,
+                     *, seconds: float = 60.0) -> dict:
+    """The continuous design's TFLite model, never reset, against its Keras sequence model on the first
+    ``seconds`` of the test clips played back to back: the scores after every log-mel frame."""
+    import keras
+
+    from pipeline.continuous import continuous_scores, sequence_model
+    from pipeline.edge.runtime import Stream
+
+    model = TFLiteModel(run_dir / art["path"])
+    checks = {"ops": model.ops, "non_builtin_ops": non_builtin_ops(model.ops)}
+    checks["builtins_only"] = not checks["non_builtin_ops"]
+    recording = audio[:max(1, int(seconds * spec.sample_rate) // spec.clip_samples)].reshape(-1)
+    stream, hop = Stream(model, geometry), geometry.hop
+    streamed = []
+    for k in _bar(range(len(recording) // hop), art["path"] + " (hops)"):
+        stream.push(recording[k * hop:(k + 1) * hop])
+        if k >= geometry.delay - 1:  # hop k completes frame k - delay + 1
+            streamed.append(stream.scores)
+    trained = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
+    reference = continuous_scores(sequence_model(trained, stateful_batch=1), recording, spec)[:len(streamed)]
+    checks.update({"seconds": round(len(recording) / spec.sample_rate, 1), "frames": len(streamed),
+                   "max_abs_diff_vs_keras": float(np.abs(np.stack(streamed) - reference).max()),
+                   "mean_latency_ms_per_hop": round(model.mean_latency_ms, 5)})
+    checks["real_time_factor"] = round(checks["mean_latency_ms_per_hop"] / (1000 * hop / spec.sample_rate), 6)
+    return checks
+
+
 def judge(art: dict, checks: dict, keras_accuracy: float) -> tuple[list[str], list[str]]:
     """(failed gates, missed goals) of one artifact's checks; adds the verdict fields to ``checks``."""
     name, failures, missed = art["path"], [], []
@@ -142,6 +172,12 @@ def judge(art: dict, checks: dict, keras_accuracy: float) -> tuple[list[str], li
         failures += frontend_failures(name, checks)
     if "audio_signature" in checks:
         failures += frontend_failures(f"{name} (audio signature)", checks["audio_signature"])
+    if art["variant"] == "continuous":  # scores over a recording, against the Keras sequence model
+        checks["tolerance"] = FLOAT_TOLERANCE
+        checks["parity_ok"] = checks["max_abs_diff_vs_keras"] <= FLOAT_TOLERANCE
+        if not checks["parity_ok"]:
+            failures.append(f"{name}: max score difference vs the Keras sequence model "
+                            f"{checks['max_abs_diff_vs_keras']:.2e} > {FLOAT_TOLERANCE}")
     if "accuracy" not in checks:
         return failures, missed
     checks["accuracy_drop_points"] = round(100 * (keras_accuracy - checks["accuracy"]), 3)
@@ -175,9 +211,12 @@ def run(cfg: Config) -> Path:
     for art in manifest["artifacts"]:
         if art["kind"] == "saved_model":
             checks = check_saved_model(run_dir / art["path"], features, audio, reference, labels)
+        elif art["variant"] == "continuous":
+            checks = check_continuous(art, run_dir, geometry, spec, audio)
         else:
             checks = check_tflite(art, run_dir, geometry, spec, features, audio, reference, labels)
-        checks["num_examples"] = int(len(labels))
+        if "accuracy" in checks:
+            checks["num_examples"] = int(len(labels))
         failed, short = judge(art, checks, keras_accuracy)
         failures += failed
         missed += short
@@ -212,6 +251,9 @@ def summary_line(checks: dict) -> str:
     if "accuracy" in checks:
         parts.append(f"acc {checks['accuracy']:.4f}  max|diff| {checks['max_abs_diff_vs_keras']:.2e}  "
                      f"top-1 agree {checks['top1_agreement']:.4f}")
+    if "frames" in checks:
+        parts.append(f"{checks['frames']} frames of {checks['seconds']} s, one state  max|diff| "
+                     f"{checks['max_abs_diff_vs_keras']:.2e} vs the Keras sequence model")
     front = checks.get("audio_signature", checks)
     if "logmel_power_error" in front:
         parts.append(f"log-mel power err {front['logmel_power_error']:.1e} ({front['logmel_max_abs_diff_db']:.1e} dB max)")
@@ -295,17 +337,30 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     labels = manifest["labels"]
     params = DetectionParams.from_manifest(manifest)
     stride = manifest["detection"]["stride_samples"]
+    if params.design == "continuous":
+        import keras
+
+        from pipeline.continuous import continuous_scores, decisions, sequence_model
+
+        model = sequence_model(keras.models.load_model(run_dir / "model_continuous.keras", compile=False),
+                               stateful_batch=1)
     curves, counts = {}, {}
     for split, (audio, events, info) in recordings(cfg, spec).items():
-        ends, scores = window_scores(model, spec, audio, window_samples=spec.clip_samples, stride_samples=stride,
-                                     hop=spec.hop_length)
+        if params.design == "continuous":  # one state through the whole recording, as the edge runtime runs it
+            frames, scores = decisions(continuous_scores(model, audio, spec), stride_hops=stride // spec.hop_length,
+                                       delay=StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay,
+                                       whole_hops=len(audio) // spec.hop_length)
+            times = frames * spec.hop_length / spec.sample_rate
+        else:
+            ends, scores = window_scores(model, spec, audio, window_samples=spec.clip_samples, stride_samples=stride,
+                                         hop=spec.hop_length)
+            times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
         smoother = Smoother(params.smooth_windows)
         smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
-        times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
         curves[split] = sweep(times, smoothed, events, labels, hours=len(audio) / spec.sample_rate / 3600, params=params)
         counts[split] = {**info, "hours": round(len(audio) / spec.sample_rate / 3600, 3)}
     chosen, test = choose_threshold(curves)
-    summary = {"minutes": cfg.export.long_audio_minutes, "threshold": chosen["threshold"],
+    summary = {"minutes": cfg.export.long_audio_minutes, "design": params.design, "threshold": chosen["threshold"],
                "picked_on": f"validation recording: best recall at <= {TARGET_FALSE_ALARMS_PER_HOUR} false alarm/hour",
                "validation": {**_point(chosen), **counts["validation"]}, "test": {**_point(test), **counts["test"]},
                # the reported figures: the test recording at the validation threshold

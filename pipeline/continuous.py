@@ -1,0 +1,221 @@
+"""The continuous design of always-on detection: one GRU state that is never reset.
+
+The 1-s model learns from clips that start from silence, so the staggered detector (pipeline/edge/
+detection.py) restarts five states every second. This module trains the same network to listen without
+resets (docs/always_on.md has the comparison that chose it):
+
+1. Training sequences (``train.continuous_seconds``, 2.5 s): a prepared training row (keyword, unknown
+   word, word fragment, running-speech window or silence) placed so that the word ends at a random point;
+   in CONTEXT of them running speech of the training speakers surrounds it (0-0.6 s clear each side: a
+   command said alone, up to one said in a phrase); background noise at 5-30 dB SNR. Frame targets: the
+   keyword from its end to LABEL_S after it, nothing (weight 0) while it is being said, ``_unknown_``
+   (``_silence_`` for silence rows) everywhere else.
+2. The model: the 1-s architecture with every GRU returning sequences and the dense head applied to every
+   frame (``sequence_model``), started from the trained 1-s weights. The layers and weights are the 1-s
+   model's, so the streaming step of the export stage runs it unchanged: one hop in, scores out.
+3. Scoring: the whole recording through one state, in chunks (``continuous_scores``); the detector reads
+   a decision every stride of frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import time
+
+import numpy as np
+
+from pipeline.audio import AudioError, load_audio
+from pipeline.augment import add_noise, noise_segment
+from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
+from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_speech
+from pipeline.feature_spec import FeatureSpec, logmel
+from pipeline.long_audio import word_span
+
+CONTEXT = 0.7  # share of word sequences with running speech around the word
+GAP_S = (0.0, 0.6)  # clear time between the word and the speech around it
+LABEL_S = 0.4  # a keyword's label is due from its end for this long
+WORD_END = (0.35, 0.92)  # where in the sequence the word ends (share of its length)
+SNR_DB = (5.0, 30.0)
+NOISE_PROBABILITY = 0.8
+
+
+# ---- training sequences (worker processes) ------------------------------------------------------
+_JOB: dict = {}
+
+
+def _init(job: dict) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    _JOB.update(job)
+
+
+def _speech_piece(rng: np.random.Generator, length: int, sr: int) -> np.ndarray:
+    files = _JOB["speech_files"]
+    audio = load_audio(files[int(rng.integers(len(files)))], sample_rate=sr)
+    if len(audio) <= length:
+        return np.pad(audio, (0, length - len(audio)))
+    start = int(rng.integers(len(audio) - length))
+    return audio[start:start + length]
+
+
+def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(features [T, M] float16, frame targets [T] int, frame weights [T] float) of one sequence, or None
+    for a row whose audio can't be read or holds no word."""
+    job = _JOB
+    spec: FeatureSpec = job["spec"]
+    sr, length = spec.sample_rate, job["samples"]
+    rng = np.random.default_rng([*job["seed"], index])
+    row = job["rows"][int(rng.integers(len(job["rows"])))]
+    labels = job["labels"]
+    try:
+        clip = load_clip(row, spec)
+    except AudioError:
+        return None
+    frames = 1 + length // spec.hop_length
+    targets = np.full(frames, labels.index(UNKNOWN_LABEL), np.int32)
+    weights = np.ones(frames, np.float32)
+    canvas = np.zeros(length, np.float32)
+    if row["label"] == SILENCE_LABEL:
+        targets[:] = labels.index(SILENCE_LABEL)
+    elif SPEECH_DIR in row["path"]:  # a running-speech row: running speech all through
+        canvas = _speech_piece(rng, length, sr)
+    else:
+        span = word_span(clip, sr)
+        if span is None:
+            return None
+        word = clip[span[0]:span[1]]
+        end = int(rng.uniform(*WORD_END) * length)
+        start = max(0, end - len(word))
+        word = word[len(word) - (end - start):]
+        if job["speech_files"] and rng.random() < CONTEXT:
+            canvas = _speech_piece(rng, length, sr)
+            canvas *= float(np.abs(word).max()) / max(float(np.abs(canvas).max()), 1e-6) * rng.uniform(0.5, 1.2)
+            before, after = (int(rng.uniform(*GAP_S) * sr) for _ in range(2))
+            canvas[max(0, start - before):min(length, end + after)] = 0.0
+        canvas[start:end] = word
+        if row["label"] != UNKNOWN_LABEL:  # a keyword: due from its end for LABEL_S; unknowable while said
+            first, last = start // spec.hop_length, end // spec.hop_length
+            due = min(frames, last + int(LABEL_S * sr / spec.hop_length))
+            weights[first:last] = 0.0
+            targets[last:due] = labels.index(row["label"])
+    noise = job["noise"]
+    if noise and rng.random() < NOISE_PROBABILITY:
+        if row["label"] == SILENCE_LABEL:  # no speech to set an SNR against: a random level, as the 1-s clips
+            piece = noise_segment(noise[int(rng.integers(len(noise)))], length, rng)
+            canvas = canvas + piece.astype(np.float32) * rng.uniform(0, 1.0) * 0.3
+        else:
+            canvas = add_noise(canvas, rng=rng, noise=noise, snr_db=rng.uniform(*SNR_DB), sample_rate=sr)
+    canvas = np.clip(canvas, -1.0, 1.0).astype(np.float32)
+    feats = logmel(canvas, dataclasses.replace(spec, clip_samples=length))
+    return feats.astype(np.float16), targets, weights
+
+
+def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count: int, *, seconds: float, seed: int,
+                    workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` sequences around rows of ``split`` (make_sequence, in worker processes): features [N, T, M],
+    frame targets [N, T], frame weights [N, T]. The running speech around words is always the training
+    speakers' (none for a dataset without ``_speech_/``: words then sit in noise alone)."""
+    from tqdm import tqdm
+
+    noise_dir = cfg.dataset_dir / "_background_noise_"
+    job = {"spec": spec, "samples": int(seconds * spec.sample_rate), "rows": read_rows(cfg.prepared_dir, split),
+           "labels": labels, "seed": [seed, ("train", "validation", "test").index(split)],
+           "speech_files": training_speech(cfg),
+           "noise": [noise_audio(str(p), spec.sample_rate) for p in sorted(noise_dir.glob("*.wav"))]}
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(job,)) as pool:
+        out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
+                               desc=f"continuous sequences ({split})", unit="seq", disable=None) if r is not None]
+    if not out:
+        raise ValueError(f"no training sequences could be made from {cfg.prepared_dir / (split + '.csv')}")
+    x, y, w = (np.stack(parts) for parts in zip(*out))
+    return x, y, w
+
+
+# ---- the model ----------------------------------------------------------------------------------
+
+def sequence_model(one_second, *, stateful_batch: int | None = None):
+    """The 1-s model with every GRU returning sequences (per-frame scores), weights copied by layer name.
+    With ``stateful_batch``: an inference model whose GRU states carry over from call to call."""
+    import keras
+
+    shape = dict(batch_shape=(stateful_batch, None, one_second.input_shape[-1])) if stateful_batch else \
+        dict(shape=(None, one_second.input_shape[-1]))
+    inputs = keras.Input(name="features", **shape)
+    x = inputs
+    for layer in one_second.layers[1:]:
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.GRU):
+            cfg.update(return_sequences=True, stateful=bool(stateful_batch))
+        x = layer.__class__.from_config(cfg)(x)
+    model = keras.Model(inputs, x, name="gru_kws_continuous")
+    for layer in one_second.layers[1:]:
+        model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
+
+
+def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None):
+    """The continuous model: ``train.continuous_sequences`` training sequences, ``train.continuous_epochs``
+    epochs from the 1-s weights. Returns (model, report)."""
+    import keras
+
+    t = cfg.train
+    workers = workers or multiprocessing.cpu_count()
+    t0 = time.time()
+    x, y, w = build_sequences(cfg, spec, labels, "train", t.continuous_sequences, seconds=t.continuous_seconds,
+                              seed=cfg.run.seed, workers=workers)
+    vx, vy, vw = build_sequences(cfg, spec, labels, "validation", max(64, t.continuous_sequences // 10),
+                                 seconds=t.continuous_seconds, seed=cfg.run.seed, workers=workers)
+    built_s = time.time() - t0
+    model = sequence_model(one_second)
+    batch = 64
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        t.continuous_learning_rate, decay_steps=t.continuous_epochs * (len(x) // batch + 1), alpha=0.05)),
+        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=t.continuous_epochs, batch_size=batch,
+                        validation_data=(vx.astype(np.float32), vy, vw), verbose=2).history
+    report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,
+              "epochs": t.continuous_epochs, "build_s": round(built_s, 1), "train_s": round(time.time() - t0 - built_s, 1),
+              "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
+              "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
+    return model, report
+
+
+# ---- scoring long audio -------------------------------------------------------------------------
+
+def stream_logmel(audio: np.ndarray, spec: FeatureSpec, *, frames_per_chunk: int = 6000):
+    """The log-mel frames of a long recording, chunk by chunk, equal to logmel() of the whole (librosa's
+    centred framing). Each chunk is computed by logmel() itself on its audio plus a few hops either side,
+    and the frames that the chunk's own zero padding touched are dropped."""
+    edge_hops = -(-spec.n_fft // 2 // spec.hop_length)  # hops covering half a frame: 2 for 512/160
+    edge = edge_hops * spec.hop_length
+    padded = np.pad(np.asarray(audio, np.float32), (edge, edge))  # zeros beyond the ends, as centring adds
+    total = 1 + len(audio) // spec.hop_length
+    for first in range(0, total, frames_per_chunk):
+        count = min(frames_per_chunk, total - first)
+        piece = padded[first * spec.hop_length:first * spec.hop_length + (count - 1) * spec.hop_length + 2 * edge]
+        feats = logmel(piece, dataclasses.replace(spec, clip_samples=len(piece)))
+        yield feats[edge_hops:edge_hops + count]
+
+
+def continuous_scores(model, audio: np.ndarray, spec: FeatureSpec, *, features: list | None = None) -> np.ndarray:
+    """Per-frame scores [F, C] of one recording through one GRU state, never reset (``model``: a
+    ``sequence_model(..., stateful_batch=1)``). ``features``: a list that receives the log-mel chunks too."""
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_states()
+    out = []
+    for chunk in stream_logmel(audio, spec):
+        out.append(np.asarray(model.predict_on_batch(chunk[None]))[0])
+        if features is not None:
+            features.append(chunk.astype(np.float16))
+    return np.concatenate(out)
+
+
+def decisions(frame_scores: np.ndarray, *, stride_hops: int, delay: int, whole_hops: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices, their scores) read by the continuous detector: every ``stride_hops``-th frame, among
+    the frames that ``whole_hops`` hops of streaming complete (the last ``delay - 1`` frames of a recording
+    need audio after its end). Frame f's time is its centre, f * hop / sample rate."""
+    last = whole_hops - delay  # the last frame the stream completes
+    picks = np.arange(stride_hops - 1, min(len(frame_scores), last + 1), stride_hops)
+    return picks, frame_scores[picks]
