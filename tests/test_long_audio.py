@@ -72,20 +72,15 @@ def test_the_sweep_counts_what_the_detection_algorithm_fires_at_each_threshold()
 
 
 def test_the_continuous_design_sees_the_same_log_mel_frames_chunk_by_chunk():
-    # scripts/continuous_state.py scores an hour through one state in chunks; its frames must be logmel's
+    # verify scores an hour through one state in chunks (pipeline/continuous.py); its frames must be logmel's
     import dataclasses
-    import importlib.util
-    from pathlib import Path
 
+    from pipeline.continuous import stream_logmel
     from pipeline.feature_spec import FeatureSpec, logmel
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "continuous_state.py"
-    module_spec = importlib.util.spec_from_file_location("continuous_state", path)
-    continuous_state = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(continuous_state)
     spec = FeatureSpec()
     audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 3 + 77)).astype(np.float32)
     whole = logmel(audio, dataclasses.replace(spec, clip_samples=len(audio)))
-    chunked = np.concatenate(list(continuous_state.stream_logmel(audio, spec, frames_per_chunk=97)))
+    chunked = np.concatenate(list(stream_logmel(audio, spec, frames_per_chunk=97)))
     assert chunked.shape == whole.shape
     np.testing.assert_allclose(chunked, whole, atol=1e-3)  # dB; float32 rounding differs by pass grouping only

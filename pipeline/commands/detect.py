@@ -32,8 +32,9 @@ def main(*, model: str, file: str, threshold: float | None = None, as_json: bool
     step = run.streaming_step(art)
     design = "continuous" if art["variant"] == "continuous" else "staggered"  # what this model was trained for
     if design != params.design:
-        print(f"note: {art['path']} runs the {design} design; the run's threshold was tuned for its {params.design} "
-              "design (give --threshold)", file=sys.stderr)
+        if threshold is None:
+            print(f"note: {art['path']} runs the {design} design; the run's threshold {params.threshold} was tuned "
+                  f"for its {params.design} design (give --threshold)", file=sys.stderr)
         params = replace(params, design=design)
     spec = run.feature_spec
     detector = Detector(step, run.geometry, run.labels, params, window_samples=spec["clip_samples"],

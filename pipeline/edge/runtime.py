@@ -10,6 +10,8 @@ The streaming contract (``model_streaming.tflite``, or the split pair ``model_st
 3. the ``new_*`` outputs are the next hop's state inputs (tensors are matched by name, never position);
 4. a 1-s window fed hop by hop from the zero state, then ``flush_hops`` hops of zeros, gives the 1-s
    model's scores on that window.
+``model_continuous.tflite`` has the same tensors and steps 1-3; its weights are trained to be read at
+any frame of one never-reset state (pipeline/continuous.py; detection.py's continuous design).
 """
 from __future__ import annotations
 
