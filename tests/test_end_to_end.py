@@ -151,7 +151,9 @@ def test_changing_a_training_key_reruns_train_and_later_stages_only(tiny_run):
     features_stats = next((tmp / "data").glob("*_features_*/stats.json"))
     stats_mtime = features_stats.stat().st_mtime_ns
     model_mtime = (run_dir / "model.keras").stat().st_mtime_ns
-    result = cli("all", tmp=tmp, extra=["train.epochs=1"])
+    assert json.loads((run_dir / "train_summary.json").read_text())["continuous"]["sequences"] > 100
+    # one epoch, and the continuous design off: the run falls back to the staggered design
+    result = cli("all", tmp=tmp, extra=["train.epochs=1", "train.continuous_sequences=0"])
     assert result.returncode == 0, result.stderr[-2000:]
     for stage in ("synth", "prepare", "features"):
         assert f"--  {stage}: up to date" in result.stdout
@@ -160,6 +162,15 @@ def test_changing_a_training_key_reruns_train_and_later_stages_only(tiny_run):
     assert features_stats.stat().st_mtime_ns == stats_mtime
     assert (run_dir / "model.keras").stat().st_mtime_ns != model_mtime
     assert json.loads((run_dir / "train_summary.json").read_text())["epochs_run"] == 1
+    # the earlier run's continuous model is gone, not exported as this run's detector
+    assert not (run_dir / "model_continuous.keras").exists() and not (run_dir / "model_continuous.tflite").exists()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["verified"]["ok"] and "continuous" not in {a["variant"] for a in manifest["artifacts"]}
+    assert manifest["detection"]["design"] == manifest["long_audio"]["design"] == "staggered"
+    assert manifest["detection"]["model"] == "model_streaming.tflite"
+    back = cli("all", tmp=tmp)  # and back to the fixture's run, for the tests that follow
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert json.loads((run_dir / "manifest.json").read_text())["detection"]["design"] == "continuous"
 
 
 def test_predict_takes_every_artifact_and_one_line_per_bad_file(tiny_run, tmp_path):

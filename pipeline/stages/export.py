@@ -373,6 +373,9 @@ def publish(staging: Path, run_dir: Path) -> None:
     The old manifest.json goes first: it described the previous artifacts."""
     (run_dir / "manifest.json").unlink(missing_ok=True)
     (run_dir / "export.json").unlink(missing_ok=True)
+    for old in run_dir.glob("model_*.tflite"):  # a model this export no longer makes (say, the continuous one)
+        if not (staging / old.name).exists():
+            old.unlink()
     for item in sorted(staging.iterdir(), key=lambda p: p.name == "export.json"):
         target = run_dir / item.name
         if target.is_dir():

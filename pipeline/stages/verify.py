@@ -228,7 +228,7 @@ def run(cfg: Config) -> Path:
         la = manifest["long_audio"] = long_audio_eval(cfg, run_dir, manifest, model, spec)
         manifest["detection"]["threshold"] = la["threshold"]
         v = la["validation"]
-        print(f"verify: always-on, validation recording ({la['minutes']} min, {v['keywords']} keywords): threshold "
+        print(f"verify: always-on ({la['design']} design), validation recording ({la['minutes']} min, {v['keywords']} keywords): threshold "
               f"{la['threshold']} gives recall {v['recall']:.3f} at {v['false_alarms_per_hour']:.1f} false alarms/hour")
         print(f"verify: always-on, test recording ({la['keywords']} keywords, voices never tuned on): recall "
               f"{la['recall']:.3f} ({la['test']['hits']}/{la['keywords']}) at {la['false_alarms_per_hour']:.1f} false "
@@ -368,7 +368,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                "false_alarms": test["false_alarms"], "false_alarms_per_hour": round(test["false_alarms_per_hour"], 3),
                "goal": "recall >= 0.95 at <= 1 false alarm per hour"}
     write_json_atomic(run_dir / "long_audio.json", {**summary, "sweep": curves})
-    plot_det(curves, run_dir / "det_curve.png", chosen["threshold"])
+    plot_det(curves, run_dir / "det_curve.png", chosen["threshold"], params.design)
     return summary
 
 
@@ -378,7 +378,7 @@ def _point(p: dict) -> dict:
             **{key: None if p[key] is None else round(p[key], 4) for key in ("recall_alone", "recall_in_phrases")}}
 
 
-def plot_det(curves: dict[str, list[dict]], path: Path, threshold: float) -> None:
+def plot_det(curves: dict[str, list[dict]], path: Path, threshold: float, design: str) -> None:
     """False-reject rate against false alarms per hour, one point per threshold, per recording."""
     import matplotlib
 
@@ -397,7 +397,7 @@ def plot_det(curves: dict[str, list[dict]], path: Path, threshold: float) -> Non
     ax.set_xscale("log")
     ax.set_xlabel("false alarms per hour (0 drawn at 0.1)")
     ax.set_ylabel("false rejects (%)")
-    ax.set_title("Always-on: running speech from held-out voices")
+    ax.set_title(f"Always-on ({design} design): running speech from held-out voices")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     save_figure(fig, path, dpi=100)
