@@ -198,18 +198,28 @@ def stream_logmel(audio: np.ndarray, spec: FeatureSpec, *, frames_per_chunk: int
         yield feats[edge_hops:edge_hops + count]
 
 
-def continuous_scores(model, audio: np.ndarray, spec: FeatureSpec, *, features: list | None = None) -> np.ndarray:
-    """Per-frame scores [F, C] of one recording through one GRU state, never reset (``model``: a
-    ``sequence_model(..., stateful_batch=1)``). ``features``: a list that receives the log-mel chunks too."""
+def continuous_scores(model, recordings: list[np.ndarray], spec: FeatureSpec) -> list[np.ndarray]:
+    """Per-frame scores [F, C] of each recording through its own GRU state, never reset (``model``: a
+    ``sequence_model(..., stateful_batch=len(recordings))``). The recordings go through side by side, one
+    batch row each, so an hour of each costs about what one does; a recording that ends first gets
+    zero frames after its end, which only its discarded rows see."""
     for layer in model.layers:
         if getattr(layer, "stateful", False):
             layer.reset_states()
-    out = []
-    for chunk in stream_logmel(audio, spec):
-        out.append(np.asarray(model.predict_on_batch(chunk[None]))[0])
-        if features is not None:
-            features.append(chunk.astype(np.float16))
-    return np.concatenate(out)
+    chunked = [stream_logmel(audio, spec) for audio in recordings]
+    out: list[list[np.ndarray]] = [[] for _ in recordings]
+    while True:
+        chunks = [next(frames, None) for frames in chunked]
+        if all(chunk is None for chunk in chunks):
+            return [np.concatenate(parts) for parts in out]
+        batch = np.zeros((len(chunks), max(len(c) for c in chunks if c is not None), spec.n_mels), np.float32)
+        for row, chunk in enumerate(chunks):
+            if chunk is not None:
+                batch[row, :len(chunk)] = chunk
+        scores = np.asarray(model.predict_on_batch(batch))
+        for row, chunk in enumerate(chunks):
+            if chunk is not None:
+                out[row].append(scores[row, :len(chunk)])
 
 
 def decisions(frame_scores: np.ndarray, *, stride_hops: int, delay: int, whole_hops: int) -> tuple[np.ndarray, np.ndarray]:

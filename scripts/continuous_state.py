@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.audio import load_audio  # noqa: E402
 from pipeline.config import UNKNOWN_LABEL, load_config  # noqa: E402
-from pipeline.continuous import build_sequences, continuous_scores, decisions, sequence_model  # noqa: E402
+from pipeline.continuous import build_sequences, continuous_scores, decisions, sequence_model, stream_logmel  # noqa: E402
 from pipeline.dataset import training_speech  # noqa: E402
 from pipeline.edge.detection import NON_KEYWORDS  # noqa: E402
 from pipeline.feature_spec import FeatureSpec  # noqa: E402
@@ -49,9 +49,8 @@ def mine_sequences(streaming, cfg, spec: FeatureSpec, labels: list[str], *, seco
 
     files = training_speech(cfg)
     audio = np.concatenate([load_audio(p, sample_rate=spec.sample_rate) for p in tqdm(files, desc="running speech", unit="file")])
-    chunks: list = []
-    scores = continuous_scores(streaming, audio, spec, features=chunks)
-    feats = np.concatenate(chunks)
+    scores = continuous_scores(streaming, [audio], spec)[0]
+    feats = np.concatenate(list(stream_logmel(audio, spec))).astype(np.float16)
     keyword_ids = [i for i, label in enumerate(labels) if label not in NON_KEYWORDS]
     best = scores[:, keyword_ids].max(axis=1)
     frames = 1 + int(seconds * spec.sample_rate) // spec.hop_length
@@ -146,13 +145,13 @@ def main() -> None:
         designs["staggered"][split] = (ends / spec.sample_rate - 0.5 * spec.clip_samples / spec.sample_rate, scores,
                                        events, hours, time.time() - t0)
         t0 = time.time()
-        frames = continuous_scores(streaming, audio, spec)
+        frames = continuous_scores(streaming, [audio], spec)[0]
         picks, picked = decisions(frames, stride_hops=stride, delay=2, whole_hops=len(audio) // spec.hop_length)
         designs["continuous"][split] = (picks * spec.hop_length / spec.sample_rate, picked, events, hours,
                                         time.time() - t0)
         # drift: the second half again from a fresh state; equal scores = nothing carried over from the first half
         half = len(frames) // 2 // stride * stride
-        fresh = continuous_scores(streaming, audio[half * spec.hop_length:], spec)
+        fresh = continuous_scores(streaming, [audio[half * spec.hop_length:]], spec)[0]
         carried = frames[half:half + len(fresh)]
         later = slice(6000, None)  # beyond the first minute, the fresh state has forgotten its zero start
         fresh_scores[split] = {"max_abs_difference_after_1_min": round(float(np.abs(fresh[later] - carried[later]).max()), 5),

@@ -91,10 +91,15 @@ def test_verify_continuous_scores_equal_the_one_state_stream(tiny):
     step = StreamingStep(sequence, SPEC)  # the export's step takes the sequence model's weights by layer name
     audio = np.concatenate([speechlike(seed, n=SPEC.clip_samples) for seed in range(4)] + [np.zeros(500, np.float32)])
     whole_hops, stride = len(audio) // SPEC.hop_length, 3
-    frames, expected = decisions(continuous_scores(sequence, audio, SPEC), stride_hops=stride,
+    frames, expected = decisions(continuous_scores(sequence, [audio], SPEC)[0], stride_hops=stride,
                                  delay=step.geometry.delay, whole_hops=whole_hops)
     scorer = ContinuousScorer(eager(step), step.geometry, stride_hops=stride, sample_rate=SPEC.sample_rate)
     streamed = [d for k in range(whole_hops) for d in scorer.push(audio[k * SPEC.hop_length:(k + 1) * SPEC.hop_length])]
     assert [t for t, _ in streamed] == list(frames * SPEC.hop_length / SPEC.sample_rate) and len(frames) >= 8
     np.testing.assert_allclose(np.stack([s for _, s in streamed]), expected, atol=1e-5)
     assert np.abs(expected - expected.mean(0)).max() > 1e-3  # the scores move: not a trivial match
+    # verify scores its two recordings side by side, one batch row each: the same as one at a time
+    shorter = audio[:2300]
+    together = continuous_scores(sequence_model(model, stateful_batch=2), [audio, shorter], SPEC)
+    for got, alone in zip(together, (audio, shorter)):
+        np.testing.assert_allclose(got, continuous_scores(sequence, [alone], SPEC)[0], atol=1e-6)

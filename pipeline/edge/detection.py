@@ -25,8 +25,6 @@ import numpy as np
 from pipeline.edge.runtime import Stream, StreamGeometry
 
 NON_KEYWORDS = ("_silence_", "_unknown_")
-
-
 DESIGN_MODELS = {"continuous": "model_continuous.tflite", "staggered": "model_streaming.tflite"}
 
 
@@ -55,7 +53,7 @@ class DetectionParams:
 
 @dataclass(frozen=True)
 class Detection:
-    time_s: float  # centre of the window that fired
+    time_s: float  # centre of the frame (continuous) or window (staggered) that fired
     label: str
     score: float
 

@@ -155,7 +155,7 @@ def check_continuous(art: dict, run_dir: Path, geometry: StreamGeometry, spec: F
         if k >= geometry.delay - 1:  # hop k completes frame k - delay + 1
             streamed.append(stream.scores)
     trained = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
-    reference = continuous_scores(sequence_model(trained, stateful_batch=1), recording, spec)[:len(streamed)]
+    reference = continuous_scores(sequence_model(trained, stateful_batch=1), [recording], spec)[0][:len(streamed)]
     checks.update({"seconds": round(len(recording) / spec.sample_rate, 1), "frames": len(streamed),
                    "max_abs_diff_vs_keras": float(np.abs(np.stack(streamed) - reference).max()),
                    "mean_latency_ms_per_hop": round(model.mean_latency_ms, 5)})
@@ -337,17 +337,19 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     labels = manifest["labels"]
     params = DetectionParams.from_manifest(manifest)
     stride = manifest["detection"]["stride_samples"]
-    if params.design == "continuous":
+    made = recordings(cfg, spec)
+    if params.design == "continuous":  # one state through each whole recording, as the edge runtime runs it
         import keras
 
         from pipeline.continuous import continuous_scores, decisions, sequence_model
 
         model = sequence_model(keras.models.load_model(run_dir / "model_continuous.keras", compile=False),
-                               stateful_batch=1)
+                               stateful_batch=len(made))
+        frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
     curves, counts = {}, {}
-    for split, (audio, events, info) in recordings(cfg, spec).items():
-        if params.design == "continuous":  # one state through the whole recording, as the edge runtime runs it
-            frames, scores = decisions(continuous_scores(model, audio, spec), stride_hops=stride // spec.hop_length,
+    for split, (audio, events, info) in made.items():
+        if params.design == "continuous":
+            frames, scores = decisions(frame_scores[split], stride_hops=stride // spec.hop_length,
                                        delay=StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay,
                                        whole_hops=len(audio) // spec.hop_length)
             times = frames * spec.hop_length / spec.sample_rate

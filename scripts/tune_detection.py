@@ -1,0 +1,73 @@
+"""Smoothing and decision stride of the continuous detector, chosen on the validation recording.
+
+The continuous model gives a keyword's label for LABEL_S (0.4 s) after the word ends, so a decision every
+200 ms sees two or three frames of it, and a moving average over three decisions dilutes that peak. This
+script scores a finished run's continuous model once per recording (the verify stage's two cached
+recordings), then replays steps 3-4 of the detection algorithm for each (stride, smoothing) pair: the
+validation recording picks the threshold (best recall at <= 1 false alarm per hour, as verify), and the
+test recording gives the figures. Pick a pair on the validation column only.
+
+Usage (from the repo root, after ./run demo):
+    .venv/bin/python scripts/tune_detection.py --run exports/demo [--set paths.data=...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.feature_spec import FeatureSpec  # noqa: E402
+
+
+def main() -> None:
+    import keras
+
+    from pipeline.continuous import continuous_scores, decisions, sequence_model
+    from pipeline.edge.detection import DetectionParams, Smoother
+    from pipeline.long_audio import recordings
+    from pipeline.stages.verify import choose_threshold, sweep
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a finished run's export folder with model_continuous.keras")
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--set", action="append", default=[], help="config override, as for ./run")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.set)
+    spec = FeatureSpec.from_config(cfg)
+    run = Path(args.run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    labels = manifest["labels"]
+    made = recordings(cfg, spec)
+    model = sequence_model(keras.models.load_model(run / "model_continuous.keras", compile=False),
+                           stateful_batch=len(made))
+    scored = continuous_scores(model, [audio for audio, _, _ in made.values()], spec)
+    frames = {split: (scores, events, len(audio) // spec.hop_length, len(audio) / spec.sample_rate / 3600)
+              for (split, (audio, events, _)), scores in zip(made.items(), scored)}
+    params = DetectionParams.from_manifest(manifest)
+    rows = []
+    for stride in (5, 10, 20):
+        for smooth in (1, 2, 3, 4, 6):
+            curves = {}
+            for split, (scores, events, whole_hops, hours) in frames.items():
+                picks, picked = decisions(scores, stride_hops=stride, delay=2, whole_hops=whole_hops)
+                smoother = Smoother(smooth)
+                smoothed = np.asarray([smoother(row) for row in picked])
+                curves[split] = sweep(picks * spec.hop_length / spec.sample_rate, smoothed, events, labels, hours=hours,
+                                      params=replace(params, smooth_windows=smooth))
+            val, test = choose_threshold(curves)
+            rows.append((stride, smooth, val, test))
+            print(f"stride {stride * 10:3d} ms, smoothing {smooth} ({stride * smooth * 10} ms): threshold {val['threshold']:.3f}; "
+                  f"validation {val['recall']:.1%} ({val['hits']}), {val['false_alarms']} FA; "
+                  f"test {test['recall']:.1%} ({test['hits']}), {test['false_alarms']} FA, alone {test['recall_alone']:.1%}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
