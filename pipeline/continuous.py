@@ -28,6 +28,7 @@ from pipeline.audio import AudioError, load_audio
 from pipeline.augment import add_noise, noise_segment
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
 from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_speech
+from pipeline.errors import StageError
 from pipeline.feature_spec import FeatureSpec, logmel
 from pipeline.long_audio import word_span
 
@@ -127,7 +128,8 @@ def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count
         out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
                                desc=f"continuous sequences ({split})", unit="seq", disable=None) if r is not None]
     if not out:
-        raise ValueError(f"no training sequences could be made from {cfg.prepared_dir / (split + '.csv')}")
+        raise StageError(f"train: no continuous-design sequences could be made from {cfg.prepared_dir / (split + '.csv')} "
+                         "(no readable clip with a word in it)")
     x, y, w = (np.stack(parts) for parts in zip(*out))
     return x, y, w
 

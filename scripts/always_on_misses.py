@@ -1,6 +1,7 @@
 """Why a run's always-on benchmark misses commands: for every command of a recording, the best score of
 its word in the windows that could hit it ([start - 0.5 s, end + 1 s], as verify matches), grouped by how
-loud the word is over the noise floor of its 30-s block (the recording's SNR is drawn per block).
+loud the word is over the noise floor of its 30-s block (the recording's SNR is drawn per block). It reads
+the 1-s model's windows (the staggered design's scores, model.keras), whichever design the run ships.
 
 Usage (from the repo root; the run's config, with the same --set as the run):
     .venv/bin/python scripts/always_on_misses.py --run exports/demo [--split test] [--set key=value ...]
@@ -47,6 +48,7 @@ def main() -> None:
 
     import keras
 
+    from pipeline.edge.detection import window_time_s
     from pipeline.long_audio import NOISE_BLOCK_S, recordings
     from pipeline.stages.verify import window_scores
 
@@ -60,7 +62,7 @@ def main() -> None:
     audio, events, _ = recordings(cfg, spec)[args.split]
     ends, scores = window_scores(keras.models.load_model(run / "model.keras"), spec, audio,
                                  window_samples=spec.clip_samples, stride_samples=stride, hop=spec.hop_length)
-    times = (ends - spec.clip_samples / 2) / spec.sample_rate
+    times = window_time_s(ends, spec.clip_samples, spec.sample_rate)
     rows = []
     for ev in events:
         near = (times >= ev["start_s"] - 0.5) & (times <= ev["end_s"] + 1.0)

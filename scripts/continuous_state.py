@@ -85,6 +85,7 @@ def main() -> None:
     import keras
 
     from pipeline.edge.detection import DetectionParams
+    from pipeline.edge.runtime import StreamGeometry
     from pipeline.long_audio import recordings
     from pipeline.stages.verify import window_scores
 
@@ -99,6 +100,7 @@ def main() -> None:
             sys.exit(f"continuous_state: {run / need} not found: --run takes a finished run's export folder")
     manifest = json.loads((run / "manifest.json").read_text())
     labels = manifest["labels"]
+    delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay  # hops until a frame completes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     one_second = keras.models.load_model(run / "model.keras")
@@ -146,7 +148,7 @@ def main() -> None:
                                        events, hours, time.time() - t0)
         t0 = time.time()
         frames = continuous_scores(streaming, [audio], spec)[0]
-        picks, picked = decisions(frames, stride_hops=stride, delay=2, whole_hops=len(audio) // spec.hop_length)
+        picks, picked = decisions(frames, stride_hops=stride, delay=delay, whole_hops=len(audio) // spec.hop_length)
         designs["continuous"][split] = (picks * spec.hop_length / spec.sample_rate, picked, events, hours,
                                         time.time() - t0)
         # drift: the second half again from a fresh state; equal scores = nothing carried over from the first half

@@ -31,6 +31,7 @@ def main() -> None:
 
     from pipeline.continuous import continuous_scores, decisions, sequence_model
     from pipeline.edge.detection import DetectionParams, Smoother
+    from pipeline.edge.runtime import StreamGeometry
     from pipeline.long_audio import recordings
     from pipeline.stages.verify import choose_threshold, sweep
 
@@ -44,6 +45,7 @@ def main() -> None:
     run = Path(args.run)
     manifest = json.loads((run / "manifest.json").read_text())
     labels = manifest["labels"]
+    delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay  # hops until a frame completes
     made = recordings(cfg, spec)
     model = sequence_model(keras.models.load_model(run / "model_continuous.keras", compile=False),
                            stateful_batch=len(made))
@@ -56,7 +58,7 @@ def main() -> None:
         for smooth in (1, 2, 3, 4, 6):
             curves = {}
             for split, (scores, events, whole_hops, hours) in frames.items():
-                picks, picked = decisions(scores, stride_hops=stride, delay=2, whole_hops=whole_hops)
+                picks, picked = decisions(scores, stride_hops=stride, delay=delay, whole_hops=whole_hops)
                 smoother = Smoother(smooth)
                 smoothed = np.asarray([smoother(row) for row in picked])
                 curves[split] = sweep(picks * spec.hop_length / spec.sample_rate, smoothed, events, labels, hours=hours,

@@ -198,7 +198,7 @@ def live(tiny_run, tmp_path_factory):
     words = [(SR * (1 + 2 * i), len(clip)) for i, clip in enumerate(clips)]
     yield {"url": url, "wav": wav, "fake_mic": fake_mic, "audio": audio, "words": words, "seconds": len(audio) / SR,
            "threshold": threshold, "margin": margin, "expected": expected, "run_dir": run_dir, "runner": runner, "flush_hops": flush_hops, "synth": synth,
-           "geometry": geometry, "spec": spec, "params": params}
+           "geometry": geometry, "spec": spec, "params": params, "labels": labels}
     stop(proc)
 
 
@@ -292,8 +292,8 @@ def test_file_mode_detections_equal_run_detect_exactly(live, browser, variant, t
     threshold, expected = live["threshold"], live["expected"]
     if variant == "streaming":  # the staggered design, at a threshold of its own, against ./run detect on its model
         model = live["run_dir"] / "model_streaming.tflite"
-        threshold, _ = choose_threshold(TFLiteModel(model), live["geometry"], live["audio"], json.loads(
-            (live["run_dir"] / "manifest.json").read_text())["labels"], live["spec"], replace(live["params"], design="staggered"))
+        threshold, _ = choose_threshold(TFLiteModel(model), live["geometry"], live["audio"], live["labels"], live["spec"],
+                                        replace(live["params"], design="staggered"))
         result = cli("detect", str(model), str(live["wav"]), "--json", "--threshold", str(threshold), tmp=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         expected = [json.loads(line) for line in result.stdout.splitlines()]

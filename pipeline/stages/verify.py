@@ -30,6 +30,7 @@ from pipeline.frontend import power_error
 from pipeline.io import save_figure, write_json_atomic
 
 FLOAT_TOLERANCE = 1e-4  # max |score difference| vs Keras for float32 artifacts
+FLOAT_VARIANTS = ("float32", "streaming", "continuous")  # gated by FLOAT_TOLERANCE
 # Max mel-power difference vs librosa relative to the frame's peak. Measured noise floor of a correct
 # float32 frontend: 5e-6 (TF and TFLite, and librosa's own float32 vs float64: 3e-6); the smallest real
 # bug tried (a symmetric instead of periodic window) gives 0.2-0.8. 1e-4 leaves 20x over the floor.
@@ -98,12 +99,16 @@ def check_saved_model(path: Path, features: np.ndarray, audio: np.ndarray, refer
     return checks
 
 
+def op_checks(model: TFLiteModel) -> dict:
+    ops = model.ops
+    return {"ops": ops, "non_builtin_ops": non_builtin_ops(ops), "builtins_only": not non_builtin_ops(ops)}
+
+
 def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: FeatureSpec, features, audio,
                  reference, labels) -> dict:
     """Runs one TFLite artifact over the test clips; returns its checks."""
     model = TFLiteModel(run_dir / art["path"])
-    checks = {"ops": model.ops, "non_builtin_ops": non_builtin_ops(model.ops)}
-    checks["builtins_only"] = not checks["non_builtin_ops"]
+    checks = op_checks(model)
     variant, name = art["variant"], art["path"]
     if variant == "streaming_frontend":
         split = SplitStreamingStep(model, None, state_names=geometry.gru_state_names, keep_frames=True)
@@ -142,18 +147,14 @@ def check_continuous(art: dict, run_dir: Path, geometry: StreamGeometry, spec: F
     import keras
 
     from pipeline.continuous import continuous_scores, sequence_model
-    from pipeline.edge.runtime import Stream
+    from pipeline.edge.detection import ContinuousScorer
 
     model = TFLiteModel(run_dir / art["path"])
-    checks = {"ops": model.ops, "non_builtin_ops": non_builtin_ops(model.ops)}
-    checks["builtins_only"] = not checks["non_builtin_ops"]
+    checks = op_checks(model)
     recording = audio[:max(1, int(seconds * spec.sample_rate) // spec.clip_samples)].reshape(-1)
-    stream, hop = Stream(model, geometry), geometry.hop
-    streamed = []
-    for k in _bar(range(len(recording) // hop), art["path"] + " (hops)"):
-        stream.push(recording[k * hop:(k + 1) * hop])
-        if k >= geometry.delay - 1:  # hop k completes frame k - delay + 1
-            streamed.append(stream.scores)
+    scorer, hop = ContinuousScorer(model, geometry, stride_hops=1, sample_rate=spec.sample_rate), geometry.hop
+    streamed = [scores for k in _bar(range(len(recording) // hop), art["path"] + " (hops)")
+                for _, scores in scorer.push(recording[k * hop:(k + 1) * hop])]  # every frame, in order
     trained = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
     reference = continuous_scores(sequence_model(trained, stateful_batch=1), [recording], spec)[0][:len(streamed)]
     checks.update({"seconds": round(len(recording) / spec.sample_rate, 1), "frames": len(streamed),
@@ -172,21 +173,17 @@ def judge(art: dict, checks: dict, keras_accuracy: float) -> tuple[list[str], li
         failures += frontend_failures(name, checks)
     if "audio_signature" in checks:
         failures += frontend_failures(f"{name} (audio signature)", checks["audio_signature"])
-    if art["variant"] == "continuous":  # scores over a recording, against the Keras sequence model
+    if art["variant"] in FLOAT_VARIANTS and "max_abs_diff_vs_keras" in checks:
         checks["tolerance"] = FLOAT_TOLERANCE
         checks["parity_ok"] = checks["max_abs_diff_vs_keras"] <= FLOAT_TOLERANCE
         if not checks["parity_ok"]:
-            failures.append(f"{name}: max score difference vs the Keras sequence model "
-                            f"{checks['max_abs_diff_vs_keras']:.2e} > {FLOAT_TOLERANCE}")
+            reference = "the Keras sequence model" if art["variant"] == "continuous" else "Keras"
+            failures.append(f"{name}: max score difference vs {reference} {checks['max_abs_diff_vs_keras']:.2e} "
+                            f"> {FLOAT_TOLERANCE}")
     if "accuracy" not in checks:
         return failures, missed
     checks["accuracy_drop_points"] = round(100 * (keras_accuracy - checks["accuracy"]), 3)
-    if art["variant"] in ("float32", "streaming"):
-        checks["tolerance"] = FLOAT_TOLERANCE
-        checks["parity_ok"] = checks["max_abs_diff_vs_keras"] <= FLOAT_TOLERANCE
-        if not checks["parity_ok"]:
-            failures.append(f"{name}: max score difference vs Keras {checks['max_abs_diff_vs_keras']:.2e} > {FLOAT_TOLERANCE}")
-    elif art["variant"] in ACCURACY_DROP_GOALS:
+    if art["variant"] in ACCURACY_DROP_GOALS:
         goal = checks["accuracy_drop_goal_points"] = ACCURACY_DROP_GOALS[art["variant"]]
         checks["accuracy_drop_within_goal"] = checks["accuracy_drop_points"] <= goal
         if not checks["accuracy_drop_within_goal"]:
@@ -346,11 +343,11 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
         model = sequence_model(keras.models.load_model(run_dir / "model_continuous.keras", compile=False),
                                stateful_batch=len(made))
         frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
+        delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay
     curves, counts = {}, {}
     for split, (audio, events, info) in made.items():
         if params.design == "continuous":
-            frames, scores = decisions(frame_scores[split], stride_hops=stride // spec.hop_length,
-                                       delay=StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay,
+            frames, scores = decisions(frame_scores[split], stride_hops=stride // spec.hop_length, delay=delay,
                                        whole_hops=len(audio) // spec.hop_length)
             times = frames * spec.hop_length / spec.sample_rate
         else:
