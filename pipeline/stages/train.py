@@ -210,7 +210,8 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
     schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=t.learning_rate / 10,
                                                       decay_steps=steps * t.hard_negative_epochs, alpha=0.01)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing), metrics=["accuracy"])
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing), metrics=["accuracy"],
+                  jit_compile=t.jit_compile)
     callbacks = [keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
                  keras.callbacks.CSVLogger(str(work / "history.csv"), append=True)]
     report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, callbacks=callbacks,
