@@ -100,9 +100,13 @@ class SynthConfig:
     # utterances of 2-3 sentences (no command word) per speaker in _speech_/: _unknown_ windows of running
     # speech and context around words (task.speech_percentage, augment.context_probability). 0 = none
     speech_per_speaker: int = 0
-    # chance that a speaker also says a command word inside a carrier phrase ("please say {} now"), cut out
+    # chance that a speaker also says a command word inside a carrier phrase ("say {} please"), cut out
     # at espeak's word timings: the word as it sounds in a sentence (coarticulation). One extra take; 0 = none
     phrase_take_probability: float = 0.0
+    # whole carrier phrases per speaker (main voices), each with one command word and where espeak says it,
+    # in _phrases_/ (spans.csv): training material for the continuous design's commands inside speech,
+    # from carriers the always-on benchmark never uses (sentences.TRAINING_CARRIERS). 0 = none
+    phrases_per_speaker: int = 0
 
 
 @dataclass(frozen=True)
@@ -446,6 +450,7 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
     require(0 <= cfg.augment.context_probability <= 1, "augment.context_probability", cfg.augment.context_probability, "0..1")
     require(cfg.synth.speech_per_speaker >= 0, "synth.speech_per_speaker", cfg.synth.speech_per_speaker, ">= 0")
+    require(cfg.synth.phrases_per_speaker >= 0, "synth.phrases_per_speaker", cfg.synth.phrases_per_speaker, ">= 0")
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")
     a = cfg.augment

@@ -7,7 +7,9 @@ resets (docs/always_on.md has the comparison that chose it):
 1. Training sequences (``train.continuous_seconds``, 2.5 s): a prepared training row (keyword, unknown
    word, word fragment, running-speech window or silence) placed so that the word ends at a random point;
    in CONTEXT of them running speech of the training speakers surrounds it (0-0.6 s clear each side: a
-   command said alone, up to one said in a phrase); background noise at 5-30 dB SNR. Frame targets: the
+   command said alone, up to one said in a phrase); in PHRASE of the keyword rows, a whole carrier phrase
+   of a training speaker (synth ``_phrases_/``) in place of the clip, the command word inside running
+   speech as people say it; background noise at 5-30 dB SNR. Frame targets: the
    keyword from its end to LABEL_S after it, nothing (weight 0) while it is being said, ``_unknown_``
    (``_silence_`` for silence rows) everywhere else.
 2. The model: the 1-s architecture with every GRU returning sequences and the dense head applied to every
@@ -27,12 +29,13 @@ import numpy as np
 from pipeline.audio import AudioError, load_audio
 from pipeline.augment import add_noise, noise_segment
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
-from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_speech
+from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_phrases, training_speech
 from pipeline.errors import StageError
 from pipeline.feature_spec import FeatureSpec, logmel
 from pipeline.long_audio import word_span
 
 CONTEXT = 0.7  # share of word sequences with running speech around the word
+PHRASE = 0.3  # share of keyword sequences that are a carrier phrase instead (datasets with _phrases_/)
 GAP_S = (0.0, 0.6)  # clear time between the word and the speech around it
 LABEL_S = 0.4  # a keyword's label is due from its end for this long
 WORD_END = (0.35, 0.92)  # where in the sequence the word ends (share of its length)
@@ -69,8 +72,11 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     rng = np.random.default_rng([*job["seed"], index])
     row = job["rows"][int(rng.integers(len(job["rows"])))]
     labels = job["labels"]
+    phrase = None
+    if row["label"] not in (SILENCE_LABEL, UNKNOWN_LABEL) and job["phrases"] and rng.random() < PHRASE:
+        phrase = job["phrases"][int(rng.integers(len(job["phrases"])))]
     try:
-        clip = load_clip(row, spec)
+        clip = load_audio(phrase["path"], sample_rate=sr) if phrase else load_clip(row, spec)
     except AudioError:
         return None
     frames = 1 + length // spec.hop_length
@@ -82,24 +88,27 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     elif SPEECH_DIR in row["path"]:  # a running-speech row: running speech all through
         canvas = _speech_piece(rng, length, sr)
     else:
-        span = word_span(clip, sr)
+        # the word (or the whole phrase) goes where the word's end lands at ``end``
+        span = (phrase["start"], phrase["end"]) if phrase else word_span(clip, sr)
         if span is None:
             return None
-        word = clip[span[0]:span[1]]
         end = int(rng.uniform(*WORD_END) * length)
-        start = max(0, end - len(word))
-        word = word[len(word) - (end - start):]
+        piece = clip if phrase else clip[span[0]:span[1]]
+        at = end - (span[1] if phrase else len(piece))  # canvas index of piece[0]
+        start = max(0, at + (span[0] if phrase else 0))  # where the word itself starts on the canvas
+        lo, hi = max(0, at), min(length, at + len(piece))
         if job["speech_files"] and rng.random() < CONTEXT:
             canvas = _speech_piece(rng, length, sr)
-            canvas *= float(np.abs(word).max()) / max(float(np.abs(canvas).max()), 1e-6) * rng.uniform(0.5, 1.2)
+            canvas *= float(np.abs(piece).max()) / max(float(np.abs(canvas).max()), 1e-6) * rng.uniform(0.5, 1.2)
             before, after = (int(rng.uniform(*GAP_S) * sr) for _ in range(2))
-            canvas[max(0, start - before):min(length, end + after)] = 0.0
-        canvas[start:end] = word
-        if row["label"] != UNKNOWN_LABEL:  # a keyword: due from its end for LABEL_S; unknowable while said
+            canvas[max(0, lo - before):min(length, hi + after)] = 0.0
+        canvas[lo:hi] = piece[lo - at:hi - at]
+        label = phrase["word"] if phrase else row["label"]
+        if label in labels and label != UNKNOWN_LABEL:  # a keyword: due from its end for LABEL_S; unknowable while said
             first, last = start // spec.hop_length, end // spec.hop_length
             due = min(frames, last + int(LABEL_S * sr / spec.hop_length))
             weights[first:last] = 0.0
-            targets[last:due] = labels.index(row["label"])
+            targets[last:due] = labels.index(label)
     noise = job["noise"]
     if noise and rng.random() < NOISE_PROBABILITY:
         if row["label"] == SILENCE_LABEL:  # no speech to set an SNR against: a random level, as the 1-s clips
@@ -122,7 +131,7 @@ def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count
     noise_dir = cfg.dataset_dir / "_background_noise_"
     job = {"spec": spec, "samples": int(seconds * spec.sample_rate), "rows": read_rows(cfg.prepared_dir, split),
            "labels": labels, "seed": [seed, ("train", "validation", "test").index(split)],
-           "speech_files": training_speech(cfg),
+           "speech_files": training_speech(cfg), "phrases": training_phrases(cfg),
            "noise": [noise_audio(str(p), spec.sample_rate) for p in sorted(noise_dir.glob("*.wav"))]}
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(job,)) as pool:
         out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
@@ -173,7 +182,8 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     batch = 128  # half the steps of 64 on CPU: ~30% less time for the same frame accuracy
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
         t.continuous_learning_rate, decay_steps=t.continuous_epochs * (len(x) // batch + 1), alpha=0.05)),
-        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"], jit_compile=t.jit_compile)
+        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"],
+        jit_compile=False)  # XLA on CPU: 2.5x slower over 250-frame sequences (51 against 21 s an epoch, demo)
     history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=t.continuous_epochs, batch_size=batch,
                         validation_data=(vx.astype(np.float32), vy, vw), verbose=2).history
     report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,

@@ -23,6 +23,7 @@ SPLITS = ("train", "validation", "test")
 # offset/gain: where a _silence_ clip is cut from its noise file; fragment: 1 = only part of the word (_unknown_)
 ROW_FIELDS = ["path", "label", "offset", "gain", "fragment"]
 SPEECH_DIR = "_speech_"  # running speech (synthesized datasets): _unknown_ windows and context around words
+PHRASE_DIR = "_phrases_"  # command words inside carrier phrases (synthesized datasets), spans in spans.csv
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, the constant of the dataset's own rule
 
 
@@ -112,6 +113,19 @@ def load_split(features_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, 
 
 def load_stats(features_dir: Path) -> dict:
     return json.loads((features_dir / "stats.json").read_text())
+
+
+def training_phrases(cfg) -> list[dict]:
+    """The carrier phrases of training speakers (``_phrases_/spans.csv``: path, word, and the word's first and
+    last sample), or [] for a dataset without them."""
+    spans = cfg.dataset_dir / PHRASE_DIR / "spans.csv"
+    if not spans.is_file():
+        return []
+    t = cfg.task
+    with open(spans, newline="") as fh:
+        return [{"path": str(cfg.dataset_dir / PHRASE_DIR / r["file"]), "word": r["word"], "start": int(r["start"]),
+                 "end": int(r["end"])} for r in csv.DictReader(fh) if which_set(
+            r["file"], validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage) == "training"]
 
 
 def training_speech(cfg) -> list[str]:

@@ -62,8 +62,17 @@ CARRIERS = [
 ]
 
 
-def carrier(rng: np.random.Generator) -> str:
-    """A short phrase with one slot ``{}`` for a command word."""
-    template = CARRIERS[int(rng.integers(len(CARRIERS)))]
+# Carrier phrases for training (synth.phrases_per_speaker): none of them is a benchmark carrier above, so
+# the long-audio recordings measure commands inside phrases the model never heard around them.
+TRAINING_CARRIERS = [
+    "say {} please", "{} is what {name} said", "we heard the {noun} say {}", "I think {} was the answer",
+    "then {} came back", "tell the {noun} {} slowly", "{name} wrote {} in the {noun}", "maybe {} is better",
+    "she said {} and smiled", "the answer is {} today", "when {name} says {} we wait", "so {} it is",
+]
+
+
+def carrier(rng: np.random.Generator, templates: list[str] = CARRIERS) -> str:
+    """A short phrase with one slot ``{}`` for a command word (the benchmark's carriers unless told)."""
+    template = templates[int(rng.integers(len(templates)))]
     return template.replace("{name}", str(NAMES[int(rng.integers(len(NAMES)))])).replace(
         "{noun}", str(NOUNS[int(rng.integers(len(NOUNS)))]))

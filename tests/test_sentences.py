@@ -1,8 +1,9 @@
 """Running speech for always-on tests: sentences without command words, and word timings from espeak."""
 import numpy as np
+import pytest
 
 from pipeline.config import COMMAND_WORDS
-from pipeline.sentences import VOCABULARY, carrier, sentence
+from pipeline.sentences import CARRIERS, TRAINING_CARRIERS, VOCABULARY, carrier, sentence
 
 
 def test_sentences_never_hold_a_command_word_and_are_seeded():
@@ -17,12 +18,17 @@ def test_sentences_never_hold_a_command_word_and_are_seeded():
     assert [sentence(again) for _ in range(20)] == texts[:20]  # seeded
 
 
-def test_carriers_have_one_slot_and_no_command_word():
+@pytest.mark.parametrize("templates", [CARRIERS, TRAINING_CARRIERS])
+def test_carriers_have_one_slot_and_no_command_word(templates):
     rng = np.random.default_rng(1)
     for _ in range(100):
-        phrase = carrier(rng)
+        phrase = carrier(rng, templates)
         assert phrase.count("{}") == 1
         assert not set(COMMAND_WORDS) & set(phrase.replace("{}", "").lower().split())
+
+
+def test_training_carriers_are_none_of_the_benchmarks():
+    assert not set(CARRIERS) & set(TRAINING_CARRIERS)
 
 
 def test_espeak_word_timings_find_the_word_inside_a_phrase():

@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from pipeline.audio import write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
-from pipeline.dataset import SPEECH_DIR, which_set
+from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, which_set
 from pipeline.espeak import Espeak, speaker_id, ssml_word
-from pipeline.sentences import carrier, sentence
+from pipeline.long_audio import word_span
+from pipeline.sentences import TRAINING_CARRIERS, carrier, sentence
 from pipeline.errors import StageError
 
 def _trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
@@ -51,12 +52,40 @@ def _init_worker() -> None:
     _ESPEAK = Espeak()
 
 
-def _synth_job(job: dict) -> tuple[str, str | None]:
-    """Render one clip. Returns (relative path, error or None)."""
+def _synth_phrase(job: dict) -> tuple[str, str | None, dict | None]:
+    """Render one whole carrier phrase; returns (relative path, error or None, the command word's span)."""
+    import librosa
+
+    raw, words = _ESPEAK.say_timed(job["text"], voice=job["voice"], rate=job["rate"], pitch=job["pitch"],
+                                   pitch_range=job["range"])
+    at = job["text"].index(job["phrase_word"])
+    span = next(((start, end) for pos, start, end in words if pos == at), None)
+    if span is None:
+        return job["path"], "espeak gave no timing for the word", None
+    scale = job["sample_rate"] / _ESPEAK.sample_rate
+    audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
+    start, end = int(span[0] * scale), min(len(audio), int(span[1] * scale))
+    # espeak's span runs to the next word's start: keep where the word itself sounds (its pause is not the word)
+    inner = word_span(audio[start:end], job["sample_rate"]) if end > start else None
+    loud = np.flatnonzero(np.abs(audio) > 0.01 * max(float(np.abs(audio).max()), 1e-6))
+    if inner is None or not loud.size:
+        return job["path"], "espeak produced silence for the word", None
+    first, last = int(loud[0]), int(loud[-1]) + 1  # trim the phrase, keep the word's samples in it
+    start, end = max(first, start + inner[0]), min(last, start + inner[1])
+    phrase = audio[first:last] / np.abs(audio).max() * job["gain"]
+    write_wav(Path(job["root"]) / job["path"], phrase, job["sample_rate"])
+    return job["path"], None, {"file": Path(job["path"]).name, "word": job["phrase_word"],
+                               "start": start - first, "end": end - first}
+
+
+def _synth_job(job: dict) -> tuple[str, str | None, dict | None]:
+    """Render one clip. Returns (relative path, error or None, a phrase's word span or None)."""
     import librosa
 
     rng = np.random.default_rng(job["seed"])
     try:
+        if job.get("phrase_word"):
+            return _synth_phrase(job)
         text, ssml = job.get("text", job["word"]), "emphasis" in job
         if ssml:
             text = ssml_word(text, emphasis=job["emphasis"], volume=job["volume"])
@@ -66,19 +95,19 @@ def _synth_job(job: dict) -> tuple[str, str | None]:
             at = job["text"].index(job["keyword"])
             span = next(((start, end) for pos, start, end in words if pos == at), None)
             if span is None:
-                return job["path"], "espeak gave no timing for the word"
+                return job["path"], "espeak gave no timing for the word", None
             raw = raw[span[0]:span[1]]
         audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
         if np.abs(audio).max() < 0.01:
-            return job["path"], "espeak produced silence"
+            return job["path"], "espeak produced silence", None
         if "text" in job and not job.get("keyword"):  # running speech: the whole utterance, trimmed
             clip = _trim(audio / np.abs(audio).max()) * job["gain"]
         else:
             clip = place_in_clip(audio / np.abs(audio).max(), clip_samples=job["clip_samples"], rng=rng) * job["gain"]
         write_wav(Path(job["root"]) / job["path"], clip, job["sample_rate"])
-        return job["path"], None
+        return job["path"], None, None
     except Exception as e:  # one bad voice must not stop the dataset
-        return job["path"], str(e)
+        return job["path"], str(e), None
 
 
 def make_noise(kind: str, *, seconds: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -111,6 +140,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
     """Every clip to render, and the speaker table. Deterministic under run.seed."""
     s = cfg.synth
     rng = np.random.default_rng(cfg.run.seed)
+    phrase_rng = np.random.default_rng([cfg.run.seed, 7])  # its own stream: phrases leave every other clip alone
     jobs, speakers = [], []
     pairs = [(voice, variant) for voice in s.voices for variant in variants]
     for voice in s.accent_voices:  # a few random variants of each other-language voice
@@ -126,6 +156,11 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
             jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
                                  path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
                                  text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
+        for n in range(s.phrases_per_speaker if voice in s.voices else 0):
+            word = str(phrase_rng.choice(COMMAND_WORDS))
+            jobs.append(_job_for(cfg, phrase_rng, root, word=PHRASE_DIR, voice=f"{voice}+{variant}",
+                                 path=f"{PHRASE_DIR}/{spk}_nohash_{n}.wav",
+                                 text=carrier(phrase_rng, TRAINING_CARRIERS).format(word), phrase_word=word))
         for word in COMMAND_WORDS + extra:
             for take in range(s.takes_per_word):
                 jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
@@ -133,7 +168,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
             if word in COMMAND_WORDS and rng.random() < s.phrase_take_probability:
                 jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
                                      path=f"{word}/{spk}_nohash_{s.takes_per_word}.wav",
-                                     text=carrier(rng).format(word), keyword=str(word)))
+                                     text=carrier(rng, TRAINING_CARRIERS).format(word), keyword=str(word)))
     return jobs, speakers
 
 
@@ -178,12 +213,19 @@ def run(cfg: Config) -> Path:
     for word in sorted({j["word"] for j in jobs}):
         (tmp / word).mkdir()
     workers = cfg.features.workers or os.cpu_count() or 1
-    failures = []
+    failures, spans = [], []
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        for path, error in tqdm(pool.imap_unordered(_synth_job, jobs, chunksize=32), total=len(jobs),
-                                desc="synth", unit="clip"):
+        for path, error, span in tqdm(pool.imap_unordered(_synth_job, jobs, chunksize=32), total=len(jobs),
+                                      desc="synth", unit="clip"):
             if error:
                 failures.append({"path": path, "error": error})
+            elif span:
+                spans.append(span)
+    if spans:
+        with open(tmp / PHRASE_DIR / "spans.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["file", "word", "start", "end"])
+            writer.writeheader()
+            writer.writerows(sorted(spans, key=lambda r: r["file"]))
     if jobs and len(failures) == len(jobs):
         raise StageError(f"synth: every clip failed, e.g. {failures[0]['path']}: {failures[0]['error']}")
     rng = np.random.default_rng(cfg.run.seed + 1)
@@ -203,6 +245,7 @@ def run(cfg: Config) -> Path:
     (tmp / "synth_report.json").write_text(json.dumps(report, indent=1))
     tmp.rename(out)
     print(f"synth: {report['clips']} clips from {len(speakers)} speakers in {report['seconds']} s"
+          + (f" ({len(spans)} of them carrier phrases in {PHRASE_DIR}/)" if spans else "")
           + (f", {len(failures)} failed (listed in synth_report.json)" if failures else ""))
     return out
 

@@ -1,0 +1,64 @@
+"""Command words inside carrier phrases: the synth stage's _phrases_/ and the continuous design's sequences."""
+import numpy as np
+
+from pipeline.audio import load_audio
+from pipeline.config import COMMAND_WORDS
+from pipeline.espeak import Espeak
+from pipeline.feature_spec import FeatureSpec
+from pipeline.long_audio import word_span
+
+
+def _phrase_job(tmp_path, text, word):
+    return {"phrase_word": word, "text": text, "voice": "en-us+m3", "rate": 170, "pitch": 50, "range": 50,
+            "gain": 0.8, "seed": 1, "sample_rate": 16000, "clip_samples": 16000, "root": str(tmp_path),
+            "path": "_phrases_/abcd1234_nohash_0.wav"}
+
+
+def test_a_phrase_keeps_its_speech_and_says_where_the_command_word_is(tmp_path):
+    from pipeline.stages import synth
+
+    synth._init_worker()
+    (tmp_path / "_phrases_").mkdir()
+    path, error, span = synth._synth_phrase(_phrase_job(tmp_path, "we heard the dog say stop slowly", "stop"))
+    assert error is None and span["word"] == "stop" and span["file"] == "abcd1234_nohash_0.wav"
+    audio = load_audio(str(tmp_path / path), sample_rate=16000)
+    start, end = span["start"], span["end"]
+    assert 0 < start < end < len(audio)
+    assert start > 0.5 * 16000 and len(audio) - end > 0.15 * 16000  # words before and after it stay
+    # the span is the word as said alone would be: about as long, and loud
+    espeak = Espeak()
+    alone = espeak.say("stop", voice="en-us+m3", rate=170, pitch=50)
+    alone_span = word_span(alone, espeak.sample_rate)
+    assert 0.4 < (end - start) / 16000 / ((alone_span[1] - alone_span[0]) / espeak.sample_rate) < 1.6
+    assert np.abs(audio[start:end]).max() > 0.2 * np.abs(audio).max()
+
+
+def test_a_phrase_sequence_labels_the_command_from_its_end(tmp_path):
+    from pipeline import continuous
+    from pipeline.stages import synth
+
+    synth._init_worker()
+    (tmp_path / "_phrases_").mkdir()
+    _, _, span = synth._synth_phrase(_phrase_job(tmp_path, "I think yes was the answer", "yes"))
+    spec = FeatureSpec()
+    labels = ["_silence_", "_unknown_", *COMMAND_WORDS]
+    phrase = {"path": str(tmp_path / "_phrases_" / span["file"]), "word": "yes", "start": span["start"],
+              "end": span["end"]}
+    row = {"path": "unused.wav", "label": "no", "offset": 0, "gain": 1.0, "fragment": 0}
+    continuous._init({"spec": spec, "samples": 40000, "rows": [row], "labels": labels, "seed": [0, 0],
+                      "speech_files": [], "phrases": [phrase], "noise": []})
+    old = continuous.PHRASE
+    continuous.PHRASE = 1.0  # every keyword row becomes the phrase (the row's own file does not exist)
+    try:
+        feats, targets, weights = continuous.make_sequence(3)
+    finally:
+        continuous.PHRASE = old
+    keyword = np.flatnonzero(targets == labels.index("yes"))
+    assert len(keyword) == int(continuous.LABEL_S * 100)  # 0.4 s of 10-ms frames, from the word's end
+    unknowable = np.flatnonzero(weights == 0)  # while the word is said
+    assert unknowable[-1] + 1 == keyword[0]
+    assert 0.1 < len(unknowable) / 100 < 0.8
+    # the phrase's other words sound around it, and are _unknown_
+    loud = feats.astype(np.float32).max(axis=1) > -40
+    assert loud[:unknowable[0]].any() or loud[keyword[-1] + 1:].any()
+    assert set(targets[weights > 0]) == {labels.index("_unknown_"), labels.index("yes")}
