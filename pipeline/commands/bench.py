@@ -96,6 +96,7 @@ def bench_tflite(run_dir, manifest: dict, *, repeats: int) -> dict:
 
 def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
     import keras
+    import tensorflow as tf
 
     from pipeline.dataset import load_split, load_stats
     from pipeline.model import build_from_config
@@ -112,7 +113,7 @@ def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
     def compiled():
         model = build_from_config(cfg, stats)
         model.compile(optimizer=keras.optimizers.AdamW(cfg.train.learning_rate), loss="categorical_crossentropy",
-                      jit_compile=cfg.train.jit_compile)
+                      jit_compile=cfg.train.jit_compile and not tf.config.list_physical_devices("GPU"))  # as train
         return model
 
     pipeline_ds = make_dataset(feats, labels[:n], rows[:n], num_classes=len(stats["labels"]), batch_size=batch,

@@ -187,7 +187,7 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, epochs: int, steps_pe
 
 
 def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_train, y_train, rows_train, val_ds,
-                                augment: dict, stats: dict) -> dict:
+                                augment: dict, stats: dict, *, jit: bool) -> dict:
     """Mine hard negatives with the best model so far, then train on the cache plus them as ``_unknown_``
     for ``train.hard_negative_epochs`` (cosine from a tenth of the peak rate); the best validation epoch
     of this phase replaces best.keras. Returns counts and this phase's history."""
@@ -211,7 +211,7 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
                                                       decay_steps=steps * t.hard_negative_epochs, alpha=0.01)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing), metrics=["accuracy"],
-                  jit_compile=t.jit_compile)
+                  jit_compile=jit)
     callbacks = [keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
                  keras.callbacks.CSVLogger(str(work / "history.csv"), append=True)]
     report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, callbacks=callbacks,
@@ -243,6 +243,9 @@ def run(cfg: Config) -> Path:
     devices = [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
     gpus = tf.config.list_physical_devices("GPU")
     print(f"train: devices {', '.join(devices)}" + ("" if gpus else " (no GPU: CPU kernels)"))
+    jit = t.jit_compile and not gpus and t.distribute == "none"
+    if t.jit_compile and not jit:  # XLA can't compile the cuDNN GRU kernel; distributed XLA is untested here
+        print(f"train: train.jit_compile ignored {'with a GPU' if gpus else f'under train.distribute={t.distribute}'}")
 
     x_train, y_train, rows_train = load_split(cfg.features_dir, "train")
     x_val, y_val, rows_val = load_split(cfg.features_dir, "validation")
@@ -269,7 +272,7 @@ def run(cfg: Config) -> Path:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer,
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-                      metrics=["accuracy"], jit_compile=t.jit_compile)
+                      metrics=["accuracy"], jit_compile=jit)
 
     resolver = getattr(strategy, "cluster_resolver", None)
     work = run_dir / ("train.partial" if is_chief(strategy) else f"train.partial.{resolver.task_type}{resolver.task_id}")
@@ -291,7 +294,8 @@ def run(cfg: Config) -> Path:
                             verbose=1 if os.isatty(1) else 2).history
     mined = {}
     if t.hard_negative_epochs > 0 and t.distribute == "none":
-        mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats)
+        mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats,
+                                            jit=jit)
         more = mined.pop("history")
         history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
     elif t.hard_negative_epochs > 0:
