@@ -220,6 +220,10 @@ class ExportConfig:
     # minutes of each always-on recording (validation picks the threshold, test reports; 0 = skip). An hour
     # of running speech gives false alarms per hour with a resolution of 1 (pipeline/long_audio.py)
     long_audio_minutes: float = 60.0
+    # how many validation recordings of that length pick the threshold together. At <= 1 false alarm per
+    # hour, one hour's threshold rests on its one or two most confident false alarms and swings from run to
+    # run; N hours rest on N or so. They are scored side by side with the test recording
+    long_audio_validation_recordings: int = 1
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,8 @@ class Config:
     def long_audio_dir(self) -> Path:
         """The always-on benchmark's recordings (pipeline/long_audio.py): depend on the split index, the
         espeak voices and the length."""
-        key = self.section_hash("export.long_audio_minutes", "synth.voices", "synth.variants", "run.seed")
+        key = self.section_hash("export.long_audio_minutes", "export.long_audio_validation_recordings", "synth.voices",
+                                "synth.variants", "run.seed")
         return self.prepared_dir.with_name(f"{self.prepared_dir.name}_long_audio_v{LONG_AUDIO_VERSION}_{key[:8]}")
 
     def value(self, key: str):
@@ -453,6 +458,8 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
     require(0 <= cfg.augment.context_probability <= 1, "augment.context_probability", cfg.augment.context_probability, "0..1")
     require(cfg.synth.speech_per_speaker >= 0, "synth.speech_per_speaker", cfg.synth.speech_per_speaker, ">= 0")
+    require(cfg.export.long_audio_validation_recordings >= 1, "export.long_audio_validation_recordings",
+            cfg.export.long_audio_validation_recordings, ">= 1")
     require(cfg.synth.phrases_per_speaker >= 0, "synth.phrases_per_speaker", cfg.synth.phrases_per_speaker, ">= 0")
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")

@@ -110,14 +110,16 @@ def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.
 
 
 def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float, voices: list[str],
-                   pool) -> tuple[np.ndarray, list[dict], dict]:
-    """(audio [S], keyword events [{label, start_s, end_s, kind}], counts) of one split's recording."""
+                   pool, number: int = 1) -> tuple[np.ndarray, list[dict], dict]:
+    """(audio [S], keyword events [{label, start_s, end_s, kind}], counts) of one split's recording (its
+    ``number``-th: each has its own random stream, and the first is the same whatever the count)."""
     sr = spec.sample_rate
-    rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)])
+    rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)] + ([number] if number > 1 else []))
     pieces = plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng)
     spoken = [p for p in pieces if p["kind"] != "alone"]
     rendered = dict(zip(map(id, spoken), tqdm(pool.imap(_render, spoken, chunksize=4), total=len(spoken),
-                                              desc=f"long audio ({split})", unit="piece", leave=False)))
+                                              desc=f"long audio ({split}{'' if number == 1 else f' {number}'})",
+                                              unit="piece", leave=False)))
     rows = [r for r in read_rows(cfg.prepared_dir, "test" if split == "test" else "validation")
             if r["label"] not in (SILENCE_LABEL, UNKNOWN_LABEL) and not r.get("fragment")]
     total = int(minutes * 60 * sr)
@@ -183,10 +185,18 @@ def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def recording_names(cfg: Config) -> list[tuple[str, str, int]]:
+    """(name, split, number) of every recording: ``validation``, ``validation_2``, ... (there are
+    ``export.long_audio_validation_recordings``), then ``test``."""
+    n = cfg.export.long_audio_validation_recordings
+    return [("validation" if k == 1 else f"validation_{k}", "validation", k) for k in range(1, n + 1)] + [("test", "test", 1)]
+
+
 def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
-    """{split: (audio, events, counts)} for validation and test, made once and cached."""
+    """{name: (audio, events, counts)} of every recording (``recording_names``), made once and cached."""
     folder = cfg.long_audio_dir
-    if not all((folder / f"{split}.json").is_file() for split in SPLITS):
+    names = recording_names(cfg)
+    if not all((folder / f"{name}.json").is_file() for name, _, _ in names):
         espeak = Espeak()
         variants = cfg.synth.variants or espeak.variants()
         del espeak
@@ -195,15 +205,16 @@ def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, li
         tmp.mkdir(parents=True)
         workers = cfg.features.workers or multiprocessing.cpu_count()
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            for split in SPLITS:
+            for name, split, number in names:
                 audio, events, counts = make_recording(cfg, spec, split, minutes=cfg.export.long_audio_minutes,
-                                                       voices=split_speakers(cfg, split, variants), pool=pool)
-                write_wav(tmp / f"{split}.wav", audio, spec.sample_rate)
-                (tmp / f"{split}.json").write_text(json.dumps({"counts": counts, "events": events}, indent=1))
+                                                       voices=split_speakers(cfg, split, variants), pool=pool,
+                                                       number=number)
+                write_wav(tmp / f"{name}.wav", audio, spec.sample_rate)
+                (tmp / f"{name}.json").write_text(json.dumps({"counts": counts, "events": events}, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     out = {}
-    for split in SPLITS:
-        meta = json.loads((folder / f"{split}.json").read_text())
-        out[split] = (load_audio(folder / f"{split}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
+    for name, _, _ in names:
+        meta = json.loads((folder / f"{name}.json").read_text())
+        out[name] = (load_audio(folder / f"{name}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
     return out

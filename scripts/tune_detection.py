@@ -32,8 +32,8 @@ def main() -> None:
     from pipeline.continuous import continuous_scores, decisions, sequence_model
     from pipeline.edge.detection import DetectionParams, Smoother
     from pipeline.edge.runtime import StreamGeometry
-    from pipeline.long_audio import recordings
-    from pipeline.stages.verify import choose_threshold, sweep
+    from pipeline.long_audio import recording_names, recordings
+    from pipeline.stages.verify import choose_threshold, join_recordings, sweep
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished run's export folder with model_continuous.keras")
@@ -50,18 +50,23 @@ def main() -> None:
     model = sequence_model(keras.models.load_model(run / "model_continuous.keras", compile=False),
                            stateful_batch=len(made))
     scored = continuous_scores(model, [audio for audio, _, _ in made.values()], spec)
-    frames = {split: (scores, events, len(audio) // spec.hop_length, len(audio) / spec.sample_rate / 3600)
-              for (split, (audio, events, _)), scores in zip(made.items(), scored)}
+    frames = {name: (scores, events, len(audio) // spec.hop_length, len(audio) / spec.sample_rate)
+              for (name, (audio, events, _)), scores in zip(made.items(), scored)}
     params = DetectionParams.from_manifest(manifest)
     rows = []
     for stride in (5, 10, 20):
         for smooth in (1, 2, 3, 4, 6):
-            curves = {}
-            for split, (scores, events, whole_hops, hours) in frames.items():
+            parts = {"validation": [], "test": []}  # as verify: the validation recordings count as one
+            for name, split, _ in recording_names(cfg):
+                scores, events, whole_hops, seconds = frames[name]
                 picks, picked = decisions(scores, stride_hops=stride, delay=delay, whole_hops=whole_hops)
                 smoother = Smoother(smooth)
                 smoothed = np.asarray([smoother(row) for row in picked])
-                curves[split] = sweep(picks * spec.hop_length / spec.sample_rate, smoothed, events, labels, hours=hours,
+                parts[split].append((picks * spec.hop_length / spec.sample_rate, smoothed, events, seconds, {}))
+            curves = {}
+            for split, of_split in parts.items():
+                times, smoothed, events, seconds, _ = join_recordings(of_split)
+                curves[split] = sweep(times, smoothed, events, labels, hours=seconds / 3600,
                                       params=replace(params, smooth_windows=smooth))
             val, test = choose_threshold(curves)
             rows.append((stride, smooth, val, test))

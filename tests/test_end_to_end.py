@@ -36,6 +36,8 @@ def test_all_stages_write_the_contract_outputs(tiny_run):
     assert manifest["verified"]["ok"] is True
     long_audio = manifest["long_audio"]
     assert long_audio["keywords"] > 0 and 0 <= long_audio["recall"] <= 1 and long_audio["false_alarms_per_hour"] >= 0
+    assert long_audio["validation_minutes"] == 3 * 0.5  # the demo's three validation recordings pick the threshold
+    assert long_audio["validation"]["keywords"] > long_audio["keywords"]
     assert (run_dir / "det_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -299,6 +301,7 @@ def test_hard_negative_mining_continues_training_on_what_the_model_fires_on(tiny
     summary = json.loads((tmp / "exports" / "tiny_mined" / "train_summary.json").read_text())
     mined = summary["hard_negatives"]
     assert mined["mined"] == mined["windows_scored"] > 0 and summary["epochs_run"] == 2
+    assert summary["jit_compile"] is True  # the demo's XLA training step, on a CPU-only machine
     assert len((tmp / "exports" / "tiny_mined" / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
 
 
@@ -309,6 +312,7 @@ def test_mirrored_training_over_two_logical_cpu_devices(tiny_run):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((tmp / "exports" / "tiny_mirrored" / "train_summary.json").read_text())
     assert summary["distribute"] == "mirrored" and summary["replicas"] == 2 and summary["epochs_run"] == 1
+    assert not summary["jit_compile"] and "train.jit_compile ignored under train.distribute=mirrored" in result.stdout
     assert "features: " in result.stdout and "already complete" in result.stdout  # the cache was reused
 
 

@@ -84,3 +84,22 @@ def test_the_continuous_design_sees_the_same_log_mel_frames_chunk_by_chunk():
     chunked = np.concatenate(list(stream_logmel(audio, spec, frames_per_chunk=97)))
     assert chunked.shape == whole.shape
     np.testing.assert_allclose(chunked, whole, atol=1e-3)  # dB; float32 rounding differs by pass grouping only
+
+
+def test_validation_recordings_join_into_one_longer_recording():
+    from pipeline.config import load_config
+    from pipeline.long_audio import recording_names
+    from pipeline.stages.verify import join_recordings
+
+    cfg = load_config(None, ["export.long_audio_validation_recordings=3"])
+    assert recording_names(cfg) == [("validation", "validation", 1), ("validation_2", "validation", 2),
+                                    ("validation_3", "validation", 3), ("test", "test", 1)]
+    event = {"label": "yes", "kind": "alone", "start_s": 10.0, "end_s": 10.5}
+    parts = [(np.array([0.2, 0.4]), np.ones((2, 3)), [event], 60.0, {"keywords": 1, "alone": 1, "voices": 5}),
+             (np.array([0.2]), np.zeros((1, 3)), [event, {**event, "start_s": 30.0, "end_s": 30.4}], 30.0,
+              {"keywords": 2, "alone": 2, "voices": 5})]
+    times, scores, events, seconds, counts = join_recordings(parts)
+    np.testing.assert_allclose(times, [0.2, 0.4, 60.2])
+    assert scores.shape == (3, 3) and seconds == 90.0
+    assert [(e["start_s"], e["end_s"]) for e in events] == [(10.0, 10.5), (70.0, 70.5), (90.0, 90.4)]
+    assert counts == {"keywords": 3, "alone": 3, "voices": 5}  # voices: the split's, not a sum

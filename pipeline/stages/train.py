@@ -321,7 +321,7 @@ def run(cfg: Config) -> Path:
         print(f"train: the continuous design trains with train.distribute=none only; skipped under {t.distribute}")
     summary = {
         "devices": devices, "gpu": bool(gpus), "cudnn_blockers": blockers, "distribute": t.distribute,
-        "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision,
+        "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision, "jit_compile": jit,
         "parameters": int(best.count_params()), "epochs_run": len(history.get("loss", [])),
         "best_val_accuracy": float(best_val), "train_examples": int(len(y_train)),
         "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.get("loss", [])) / seconds, 1),

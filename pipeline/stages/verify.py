@@ -225,7 +225,7 @@ def run(cfg: Config) -> Path:
         la = manifest["long_audio"] = long_audio_eval(cfg, run_dir, manifest, model, spec)
         manifest["detection"]["threshold"] = la["threshold"]
         v = la["validation"]
-        print(f"verify: always-on ({la['design']} design), validation recording ({la['minutes']} min, {v['keywords']} keywords): threshold "
+        print(f"verify: always-on ({la['design']} design), validation recordings ({la['validation_minutes']} min, {v['keywords']} keywords): threshold "
               f"{la['threshold']} gives recall {v['recall']:.3f} at {v['false_alarms_per_hour']:.1f} false alarms/hour")
         print(f"verify: always-on, test recording ({la['keywords']} keywords, voices never tuned on): recall "
               f"{la['recall']:.3f} ({la['test']['hits']}/{la['keywords']}) at {la['false_alarms_per_hour']:.1f} false "
@@ -315,6 +315,19 @@ def sweep(times: np.ndarray, smoothed: np.ndarray, events: list[dict], labels: l
     return points
 
 
+def join_recordings(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, list[dict], float, dict]:
+    """Several recordings as one: [(decision times, scores, events, seconds, counts)] -> the same, with each
+    recording's times and events shifted by the length of those before it, and the counts added up."""
+    times, scores, events, offset, counts = [], [], [], 0.0, {}
+    for t, s, ev, seconds, info in parts:
+        times.append(np.asarray(t) + offset)
+        scores.append(s)
+        events += [{**e, "start_s": e["start_s"] + offset, "end_s": e["end_s"] + offset} for e in ev]
+        offset += seconds
+        counts = {key: counts.get(key, 0) + value if key != "voices" else value for key, value in info.items()}
+    return np.concatenate(times), np.concatenate(scores), events, offset, counts
+
+
 def choose_threshold(curves: dict[str, list[dict]]) -> tuple[dict, dict]:
     """(validation point, test point) at the threshold with the best validation recall at <=
     TARGET_FALSE_ALARMS_PER_HOUR (the fewest false alarms when no threshold gets there)."""
@@ -329,7 +342,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     <= TARGET_FALSE_ALARMS_PER_HOUR on the validation recording; the test recording, never tuned on, gives
     the reported figures. Writes long_audio.json and det_curve.png; returns the summary for the manifest."""
     from pipeline.edge.detection import Smoother, window_time_s
-    from pipeline.long_audio import recordings
+    from pipeline.long_audio import recording_names, recordings
 
     labels = manifest["labels"]
     params = DetectionParams.from_manifest(manifest)
@@ -344,10 +357,10 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                                stateful_batch=len(made))
         frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
         delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay
-    curves, counts = {}, {}
-    for split, (audio, events, info) in made.items():
+    detected = {}  # name: (decision times, smoothed scores), each recording from a fresh detector
+    for name, (audio, events, info) in made.items():
         if params.design == "continuous":
-            frames, scores = decisions(frame_scores[split], stride_hops=stride // spec.hop_length, delay=delay,
+            frames, scores = decisions(frame_scores[name], stride_hops=stride // spec.hop_length, delay=delay,
                                        whole_hops=len(audio) // spec.hop_length)
             times = frames * spec.hop_length / spec.sample_rate
         else:
@@ -355,12 +368,20 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                                          hop=spec.hop_length)
             times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
         smoother = Smoother(params.smooth_windows)
-        smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
-        curves[split] = sweep(times, smoothed, events, labels, hours=len(audio) / spec.sample_rate / 3600, params=params)
-        counts[split] = {**info, "hours": round(len(audio) / spec.sample_rate / 3600, 3)}
+        detected[name] = times, np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
+    curves, counts = {}, {}
+    for split in ("validation", "test"):  # the validation recordings count as one long one
+        times, smoothed, events, seconds, info = join_recordings(
+            [(*detected[name], made[name][1], len(made[name][0]) / spec.sample_rate, made[name][2])
+             for name, of_split, _ in recording_names(cfg) if of_split == split])
+        curves[split] = sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)
+        counts[split] = {**info, "hours": round(seconds / 3600, 3)}
     chosen, test = choose_threshold(curves)
-    summary = {"minutes": cfg.export.long_audio_minutes, "design": params.design, "threshold": chosen["threshold"],
-               "picked_on": f"validation recording: best recall at <= {TARGET_FALSE_ALARMS_PER_HOUR} false alarm/hour",
+    summary = {"minutes": cfg.export.long_audio_minutes, "validation_minutes": round(counts["validation"]["hours"] * 60, 1),
+               "design": params.design, "threshold": chosen["threshold"],
+               "picked_on": f"validation recordings ({cfg.export.long_audio_validation_recordings} x "
+                            f"{cfg.export.long_audio_minutes} min): best recall at <= {TARGET_FALSE_ALARMS_PER_HOUR} "
+                            "false alarm/hour",
                "validation": {**_point(chosen), **counts["validation"]}, "test": {**_point(test), **counts["test"]},
                # the reported figures: the test recording at the validation threshold
                "keywords": counts["test"]["keywords"], "recall": round(test["recall"], 4),
