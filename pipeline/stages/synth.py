@@ -58,8 +58,7 @@ def _synth_phrase(job: dict) -> tuple[str, str | None, dict | None]:
 
     raw, words = _ESPEAK.say_timed(job["text"], voice=job["voice"], rate=job["rate"], pitch=job["pitch"],
                                    pitch_range=job["range"])
-    at = job["text"].index(job["phrase_word"])
-    span = next(((start, end) for pos, start, end in words if pos == at), None)
+    span = next(((start, end) for pos, start, end in words if pos == job["word_at"]), None)
     if span is None:
         return job["path"], "espeak gave no timing for the word", None
     scale = job["sample_rate"] / _ESPEAK.sample_rate
@@ -92,8 +91,7 @@ def _synth_job(job: dict) -> tuple[str, str | None, dict | None]:
         raw, words = _ESPEAK.say_timed(text, voice=job["voice"], rate=job["rate"], pitch=job["pitch"],
                                        pitch_range=job["range"], ssml=ssml)
         if job.get("keyword"):  # a word said inside a carrier phrase: cut out at espeak's word timings
-            at = job["text"].index(job["keyword"])
-            span = next(((start, end) for pos, start, end in words if pos == at), None)
+            span = next(((start, end) for pos, start, end in words if pos == job["word_at"]), None)
             if span is None:
                 return job["path"], "espeak gave no timing for the word", None
             raw = raw[span[0]:span[1]]
@@ -159,8 +157,8 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         for n in range(s.phrases_per_speaker if voice in s.voices else 0):
             word = str(phrase_rng.choice(COMMAND_WORDS))
             jobs.append(_job_for(cfg, phrase_rng, root, word=PHRASE_DIR, voice=f"{voice}+{variant}",
-                                 path=f"{PHRASE_DIR}/{spk}_nohash_{n}.wav",
-                                 text=carrier(phrase_rng, TRAINING_CARRIERS).format(word), phrase_word=word))
+                                 path=f"{PHRASE_DIR}/{spk}_nohash_{n}.wav", phrase_word=word,
+                                 **_in_carrier(carrier(phrase_rng, TRAINING_CARRIERS), word)))
         for word in COMMAND_WORDS + extra:
             for take in range(s.takes_per_word):
                 jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
@@ -168,8 +166,14 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
             if word in COMMAND_WORDS and rng.random() < s.phrase_take_probability:
                 jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
                                      path=f"{word}/{spk}_nohash_{s.takes_per_word}.wav",
-                                     text=carrier(rng, TRAINING_CARRIERS).format(word), keyword=str(word)))
+                                     keyword=str(word), **_in_carrier(carrier(rng, TRAINING_CARRIERS), word)))
     return jobs, speakers
+
+
+def _in_carrier(template: str, word: str) -> dict:
+    """The text of a carrier phrase with ``word`` in its slot, and where the word starts in it: found from the
+    slot, not by searching, since the word can begin another word before it ("the goat say go")."""
+    return {"text": template.format(word), "word_at": template.index("{}")}
 
 
 EMPHASIS_LEVELS = ["none", "reduced", "moderate", "strong"]
