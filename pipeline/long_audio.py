@@ -2,7 +2,8 @@
 
 A keyword spotter that listens all day hears mostly ordinary speech; its false alarms come from there.
 The verify stage measures recall and false alarms per hour on two recordings made here:
-- ``validation``: voices of the validation split; verify picks the detection threshold on it;
+- ``validation`` (and ``validation_2``, ... with ``export.long_audio_validation_recordings``): voices of
+  the validation split; verify picks the detection threshold on them, counted as one recording;
 - ``test``: voices of the test split; verify reports its figures at that threshold.
 No voice of either is ever trained on (the splits are speaker-disjoint).
 
