@@ -82,7 +82,7 @@ def build(cfg: Config, out: Path, *, variants_per_voice: int = 6, seed: int = 20
     failed = set()
     workers = cfg.features.workers or os.cpu_count() or 1
     with multiprocessing.get_context("spawn").Pool(workers, initializer=synth._init_worker) as pool:
-        for path, error in tqdm(pool.imap_unordered(synth._synth_job, jobs, chunksize=16), total=len(jobs),
+        for path, error, _ in tqdm(pool.imap_unordered(synth._synth_job, jobs, chunksize=16), total=len(jobs),
                                 desc="unseen voices", unit="clip"):
             if error:
                 failed.add(path)

@@ -40,7 +40,7 @@ def test_an_emphasized_take_renders_through_ssml_and_differs_from_a_reduced_one(
     (tmp_path / "stop").mkdir()
     clips = {}
     for level in ("strong", "reduced"):
-        path, error = synth._synth_job(dict(base, emphasis=level, path=f"stop/{level}.wav"))
+        path, error, _ = synth._synth_job(dict(base, emphasis=level, path=f"stop/{level}.wav"))
         assert error is None
         clips[level] = load_audio(tmp_path / path, sample_rate=16000)
     voiced = {k: int(np.sum(np.abs(v) > 0.02)) for k, v in clips.items()}
