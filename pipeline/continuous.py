@@ -96,14 +96,18 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     elif SPEECH_DIR in row["path"]:  # a running-speech row: running speech all through
         canvas = _speech_piece(rng, length, sr)
     else:
-        # the word (or the whole phrase) goes where the word's end lands at ``end``
-        span = (phrase["start"], phrase["end"]) if phrase else word_span(clip, sr)
-        if span is None:
-            return None
+        # the piece (the word, or the whole phrase) goes where the word's end, piece[word_end], lands at ``end``
+        if phrase:
+            piece, word_start, word_end = clip, phrase["start"], phrase["end"]
+        else:
+            span = word_span(clip, sr)
+            if span is None:
+                return None
+            piece = clip[span[0]:span[1]]
+            word_start, word_end = 0, len(piece)
         end = int(rng.uniform(*WORD_END) * length)
-        piece = clip if phrase else clip[span[0]:span[1]]
-        at = end - (span[1] if phrase else len(piece))  # canvas index of piece[0]
-        start = max(0, at + (span[0] if phrase else 0))  # where the word itself starts on the canvas
+        at = end - word_end  # canvas index of piece[0]
+        start = max(0, at + word_start)  # where the word itself starts on the canvas
         lo, hi = max(0, at), min(length, at + len(piece))
         if job["speech_files"] and rng.random() < CONTEXT:
             canvas = _speech_piece(rng, length, sr)

@@ -121,16 +121,18 @@ def training_phrases(cfg) -> list[dict]:
     spans = cfg.dataset_dir / PHRASE_DIR / "spans.csv"
     if not spans.is_file():
         return []
-    t = cfg.task
     with open(spans, newline="") as fh:
         return [{"path": str(cfg.dataset_dir / PHRASE_DIR / r["file"]), "word": r["word"], "start": int(r["start"]),
-                 "end": int(r["end"])} for r in csv.DictReader(fh) if which_set(
-            r["file"], validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage) == "training"]
+                 "end": int(r["end"])} for r in csv.DictReader(fh) if _of_training_speaker(cfg, r["file"])]
 
 
 def training_speech(cfg) -> list[str]:
     """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``)."""
     folder = cfg.dataset_dir / SPEECH_DIR
+    return [str(p) for p in sorted(folder.glob("*.wav")) if _of_training_speaker(cfg, p.name)]
+
+
+def _of_training_speaker(cfg, file_name: str) -> bool:
     t = cfg.task
-    return [str(p) for p in sorted(folder.glob("*.wav")) if which_set(
-        p.name, validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage) == "training"]
+    return which_set(file_name, validation_percentage=t.validation_percentage,
+                     testing_percentage=t.testing_percentage) == "training"

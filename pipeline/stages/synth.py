@@ -29,9 +29,15 @@ from pipeline.long_audio import word_span
 from pipeline.sentences import TRAINING_CARRIERS, carrier, sentence
 from pipeline.errors import StageError
 
-def _trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+def _loud_bounds(audio: np.ndarray, threshold: float = 0.01) -> tuple[int, int] | None:
+    """[first, last) samples above ``threshold``, or None for a silent clip."""
     loud = np.flatnonzero(np.abs(audio) > threshold)
-    return audio[loud[0]:loud[-1] + 1] if loud.size else audio[:0]
+    return (int(loud[0]), int(loud[-1]) + 1) if loud.size else None
+
+
+def _trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+    bounds = _loud_bounds(audio, threshold)
+    return audio[bounds[0]:bounds[1]] if bounds else audio[:0]
 
 
 def place_in_clip(word: np.ndarray, *, clip_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -63,16 +69,16 @@ def _synth_phrase(job: dict) -> tuple[str, str | None, dict | None]:
         return job["path"], "espeak gave no timing for the word", None
     scale = job["sample_rate"] / _ESPEAK.sample_rate
     audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
+    audio = audio / max(float(np.abs(audio).max()), 1e-6)
     start, end = int(span[0] * scale), min(len(audio), int(span[1] * scale))
     # espeak's span runs to the next word's start: keep where the word itself sounds (its pause is not the word)
     inner = word_span(audio[start:end], job["sample_rate"]) if end > start else None
-    loud = np.flatnonzero(np.abs(audio) > 0.01 * max(float(np.abs(audio).max()), 1e-6))
-    if inner is None or not loud.size:
+    bounds = _loud_bounds(audio)
+    if inner is None or bounds is None:
         return job["path"], "espeak produced silence for the word", None
-    first, last = int(loud[0]), int(loud[-1]) + 1  # trim the phrase, keep the word's samples in it
+    first, last = bounds  # trim the phrase, keep the word's samples in it
     start, end = max(first, start + inner[0]), min(last, start + inner[1])
-    phrase = audio[first:last] / np.abs(audio).max() * job["gain"]
-    write_wav(Path(job["root"]) / job["path"], phrase, job["sample_rate"])
+    write_wav(Path(job["root"]) / job["path"], audio[first:last] * job["gain"], job["sample_rate"])
     return job["path"], None, {"file": Path(job["path"]).name, "word": job["phrase_word"],
                                "start": start - first, "end": end - first}
 

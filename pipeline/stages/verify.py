@@ -357,7 +357,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                                stateful_batch=len(made))
         frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
         delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay
-    detected = {}  # name: (decision times, smoothed scores), each recording from a fresh detector
+    detected = {}  # name: join_recordings' part of it (each recording from a fresh detector)
     for name, (audio, events, info) in made.items():
         if params.design == "continuous":
             frames, scores = decisions(frame_scores[name], stride_hops=stride // spec.hop_length, delay=delay,
@@ -368,12 +368,12 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                                          hop=spec.hop_length)
             times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
         smoother = Smoother(params.smooth_windows)
-        detected[name] = times, np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
+        smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
+        detected[name] = (times, smoothed, events, len(audio) / spec.sample_rate, info)
     curves, counts = {}, {}
     for split in ("validation", "test"):  # the validation recordings count as one long one
         times, smoothed, events, seconds, info = join_recordings(
-            [(*detected[name], made[name][1], len(made[name][0]) / spec.sample_rate, made[name][2])
-             for name, of_split, _ in recording_names(cfg) if of_split == split])
+            [detected[name] for name, of_split, _ in recording_names(cfg) if of_split == split])
         curves[split] = sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)
         counts[split] = {**info, "hours": round(seconds / 3600, 3)}
     chosen, test = choose_threshold(curves)
