@@ -57,18 +57,37 @@ def test_the_sweep_counts_what_the_detection_algorithm_fires_at_each_threshold()
     rng = np.random.default_rng(3)
     labels = ["_silence_", "_unknown_", "yes", "no"]
     times = np.arange(3000) * 0.2
-    scores = rng.dirichlet([0.3, 0.3, 0.2, 0.2], size=len(times))
+    raw = rng.dirichlet([0.3, 0.3, 0.2, 0.2], size=len(times))
+    # and scores that stay high for seconds, as a word's do, so that the arming matters
+    slow = np.stack([np.convolve(raw[:, c], np.ones(15) / 15, mode="same") for c in range(len(labels))], axis=1)
     events = [{"label": str(rng.choice(["yes", "no"])), "kind": str(rng.choice(["alone", "phrase"])),
                "start_s": float(s), "end_s": float(s) + 0.5} for s in np.sort(rng.uniform(0, 590, 40))]
     params = DetectionParams(refractory_s=1.0)
-    points = sweep(times, scores, events, labels, hours=600 / 3600, params=params)
-    assert [p["threshold"] for p in points] == [float(t) for t in THRESHOLDS]
-    for p in points[::7]:
-        picker = Picker(labels, threshold=p["threshold"], refractory_s=1.0)
-        every_window = [d for d in (picker(t, row) for t, row in zip(times, scores)) if d]
-        hits, false_alarms, _ = match_events(every_window, events)
-        assert (p["hits"], p["false_alarms"]) == (hits, false_alarms)
-    assert points[0]["false_alarms"] > points[-1]["false_alarms"]  # the random scores fire at low thresholds
+    for scores in (raw, slow):
+        points = sweep(times, scores, events, labels, hours=600 / 3600, params=params)
+        assert [p["threshold"] for p in points] == [float(t) for t in THRESHOLDS]
+        for p in points[::3]:
+            picker = Picker(labels, threshold=p["threshold"], refractory_s=1.0)
+            every_window = [d for d in (picker(t, row) for t, row in zip(times, scores)) if d]
+            hits, false_alarms, _ = match_events(every_window, events)
+            assert (p["hits"], p["false_alarms"]) == (hits, false_alarms)
+        assert points[0]["false_alarms"] > points[-1]["false_alarms"]  # the random scores fire at low thresholds
+
+
+def test_a_keyword_fires_once_per_rise_above_the_threshold():
+    # a word's score that stays above the threshold for 3 s (a word said alone, then a pause) is one
+    # detection, not one per refractory period; after it falls below, the next rise fires again
+    from pipeline.edge.detection import Picker
+
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    yes = [0.0, 0.1, 0.9, 0.0]
+    low = [0.8, 0.1, 0.1, 0.0]
+    rows = [low] * 4 + [yes] * 12 + [low] + [yes] * 2 + [[0.0, 0.1, 0.0, 0.9]] * 6
+    picker = Picker(labels, threshold=0.5, refractory_s=1.0)
+    fired = [(t, d.label) for t, row in zip(np.arange(len(rows)) * 0.25, rows) if (d := picker(t, np.array(row)))]
+    # yes at 1.0 s once (not again at 2.0 and 3.0 s); yes again right after the dip at 4.0 s; then no, once
+    # the refractory period of that detection has passed
+    assert fired == [(1.0, "yes"), (4.25, "yes"), (5.25, "no")]
 
 
 def test_the_continuous_design_sees_the_same_log_mel_frames_chunk_by_chunk():

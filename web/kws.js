@@ -204,6 +204,7 @@ export class Detector {
     this.k = 0; // index of the next input hop
     this.recent = []; // the last smooth_windows windows' score vectors
     this.mutedUntil = -Infinity;
+    this.armed = labels.map(() => true); // a keyword that fired waits for its score to fall below the threshold
   }
 
   // Feed hop k (Float32Array of `hop` samples). Returns {windows: [{time_s, scores, smoothed}], detections}.
@@ -271,12 +272,15 @@ export class Detector {
     return mean;
   }
 
-  // picking: best keyword class; fires at >= threshold unless muted; then muted for refractory_s
+  // picking: best keyword class; fires at >= threshold if armed and not muted; then muted for refractory_s
+  // and that keyword disarmed until its score falls below the threshold (one detection per rise)
   pick(time_s, row) {
+    for (const i of this.keywordIds) if (row[i] < this.p.threshold) this.armed[i] = true;
     let best = this.keywordIds[0];
     for (const i of this.keywordIds) if (row[i] > row[best]) best = i; // first of equals, like Python's max
-    if (row[best] >= this.p.threshold && time_s >= this.mutedUntil) {
+    if (row[best] >= this.p.threshold && time_s >= this.mutedUntil && this.armed[best]) {
       this.mutedUntil = time_s + this.p.refractoryS;
+      this.armed[best] = false;
       return { label: this.labels[best], time_s: Math.round(time_s * 1000) / 1000, score: row[best] };
     }
     return null;

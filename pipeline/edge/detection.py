@@ -13,7 +13,11 @@ manifest.json under ``detection``; ``design`` names how step 1 gets scores.
 2. (The time of each score vector, as above.)
 3. Smoothing: the mean score vector of the last ``smooth_windows`` score vectors (fewer at the start).
 4. Picking: the best keyword (not ``_silence_``/``_unknown_``) of each smoothed vector fires when its
-   score is >= ``threshold`` and the previous detection is at least ``refractory_s`` earlier.
+   score is >= ``threshold``, the previous detection is at least ``refractory_s`` earlier, and the keyword
+   is armed. A keyword that fires is disarmed until its smoothed score falls below ``threshold`` again:
+   one detection per rise. (The continuous state's score for a word said alone can stay above the
+   threshold through the pause after it; with the refractory period alone, it fired the same word a
+   second time 1.0-1.25 s later, counted as a false alarm.)
 """
 from __future__ import annotations
 
@@ -114,17 +118,23 @@ class Smoother:
 
 
 class Picker:
-    """Step 4: threshold the best keyword, then stay muted for ``refractory_s``."""
+    """Step 4: threshold the best keyword if it is armed, then stay muted for ``refractory_s``; a keyword
+    that fired is armed again once its score falls below the threshold."""
 
     def __init__(self, labels: list[str], *, threshold: float, refractory_s: float):
         self.labels, self.threshold, self.refractory_s = labels, threshold, refractory_s
         self.keyword_ids = [i for i, label in enumerate(labels) if label not in NON_KEYWORDS]
         self.muted_until = -np.inf
+        self.armed = [True] * len(labels)
 
     def __call__(self, time_s: float, smoothed: np.ndarray) -> Detection | None:
+        for i in self.keyword_ids:
+            if smoothed[i] < self.threshold:
+                self.armed[i] = True
         best = max(self.keyword_ids, key=lambda i: smoothed[i])
-        if smoothed[best] >= self.threshold and time_s >= self.muted_until:
+        if smoothed[best] >= self.threshold and time_s >= self.muted_until and self.armed[best]:
             self.muted_until = time_s + self.refractory_s
+            self.armed[best] = False
             return Detection(time_s=float(time_s), label=self.labels[best], score=float(smoothed[best]))
         return None
 
@@ -170,11 +180,14 @@ def window_time_s(end_sample: int, window_samples: int, sample_rate: int) -> flo
 def pick_detections(times_s: np.ndarray, smoothed: np.ndarray, labels: list[str], *, threshold: float,
                     refractory_s: float) -> list[Detection]:
     """Step 4 over precomputed smoothed windows [W, C]. Only windows whose best keyword reaches the
-    threshold can fire (the refractory clock moves only on a detection), so only those are stepped: the
-    same detections, far fewer steps when sweeping thresholds over hours of windows."""
+    threshold can fire (the refractory clock moves only on a detection); a window below it only arms every
+    keyword, as any number of them in a row do. So the windows stepped are those at or above the threshold
+    and the one just before each: the same detections, far fewer steps when sweeping thresholds over
+    hours of windows."""
     picker = Picker(labels, threshold=threshold, refractory_s=refractory_s)
     smoothed = np.asarray(smoothed)
     if not len(smoothed):
         return []
     above = np.flatnonzero(smoothed[:, picker.keyword_ids].max(axis=1) >= threshold)
-    return [d for d in (picker(times_s[i], smoothed[i]) for i in above) if d]
+    stepped = np.union1d(above, above[above > 0] - 1)
+    return [d for d in (picker(times_s[i], smoothed[i]) for i in stepped) if d]
