@@ -15,7 +15,8 @@ timings give its span. Under it all runs background noise (the dataset's ``_back
 files) at a signal-to-noise ratio drawn per 30-s block from ``SNRS_DB``.
 
 Recordings are made once and cached, like any stage output, in ``Config.long_audio_dir`` (its name is
-a hash of what they depend on): ``{split}.wav`` (16-bit PCM) and ``{split}.json`` (the keyword events).
+a hash of what they depend on): ``{split}.wav`` (16-bit PCM) and ``{split}.json`` (the keyword events, and
+the transcript: every piece of speech with its time and text).
 """
 from __future__ import annotations
 
@@ -111,9 +112,11 @@ def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.
 
 
 def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float, voices: list[str],
-                   pool, number: int = 1) -> tuple[np.ndarray, list[dict], dict]:
-    """(audio [S], keyword events [{label, start_s, end_s, kind}], counts) of one split's recording (its
-    ``number``-th: each has its own random stream, and the first is the same whatever the count)."""
+                   pool, number: int = 1) -> tuple[np.ndarray, list[dict], dict, list[dict]]:
+    """(audio [S], keyword events [{label, start_s, end_s, kind}], counts, transcript) of one split's
+    recording (its ``number``-th: each has its own random stream, and the first is the same whatever the
+    count). The transcript is every piece as placed: [{kind, start_s, end_s, text}], a word said alone
+    in capitals; verify shows what was said under each false alarm with it."""
     sr = spec.sample_rate
     rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)] + ([number] if number > 1 else []))
     pieces = plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng)
@@ -125,7 +128,7 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
             if r["label"] not in (SILENCE_LABEL, UNKNOWN_LABEL) and not r.get("fragment")]
     total = int(minutes * 60 * sr)
     speech = np.zeros(total, np.float32)
-    events, at, skipped = [], int(0.5 * sr), 0
+    events, transcript, at, skipped = [], [], int(0.5 * sr), 0
     for piece in pieces:
         if at >= total:
             break
@@ -150,6 +153,8 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
             audio = audio / peak * rng.uniform(0.3, 0.9)
         audio = audio[:total - at]
         speech[at:at + len(audio)] = audio
+        transcript.append({"kind": piece["kind"], "start_s": round(at / sr, 3), "end_s": round((at + len(audio)) / sr, 3),
+                           "text": piece["label"].upper() if piece["kind"] == "alone" else piece["text"]})
         if piece["kind"] != "speech" and span is not None and at + span[1] <= total:
             events.append({"label": piece["label"], "kind": piece["kind"], "start_s": (at + span[0]) / sr,
                            "end_s": (at + span[1]) / sr})
@@ -158,7 +163,7 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
     counts = {"keywords": len(events), "alone": sum(e["kind"] == "alone" for e in events),
               "in_phrases": sum(e["kind"] == "phrase" for e in events), "voices": len(voices),
               "skipped_unreadable_clips": skipped}
-    return mixed, events, counts
+    return mixed, events, counts, transcript
 
 
 def noise_track(cfg: Config, length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -207,11 +212,12 @@ def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, li
         workers = cfg.features.workers or multiprocessing.cpu_count()
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             for name, split, number in names:
-                audio, events, counts = make_recording(cfg, spec, split, minutes=cfg.export.long_audio_minutes,
-                                                       voices=split_speakers(cfg, split, variants), pool=pool,
-                                                       number=number)
+                audio, events, counts, transcript = make_recording(
+                    cfg, spec, split, minutes=cfg.export.long_audio_minutes, voices=split_speakers(cfg, split, variants),
+                    pool=pool, number=number)
                 write_wav(tmp / f"{name}.wav", audio, spec.sample_rate)
-                (tmp / f"{name}.json").write_text(json.dumps({"counts": counts, "events": events}, indent=1))
+                (tmp / f"{name}.json").write_text(json.dumps({"counts": counts, "events": events,
+                                                              "transcript": transcript}, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     out = {}
@@ -219,3 +225,8 @@ def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, li
         meta = json.loads((folder / f"{name}.json").read_text())
         out[name] = (load_audio(folder / f"{name}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
     return out
+
+
+def transcript(cfg: Config, name: str) -> list[dict]:
+    """The pieces of a cached recording as placed (make_recording), for showing what was said when."""
+    return json.loads((cfg.long_audio_dir / f"{name}.json").read_text()).get("transcript", [])

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_all_stages_write_the_contract_outputs(tiny_run):
-    _, run_dir, result = tiny_run
+    tmp, run_dir, result = tiny_run
     for stage in ("synth", "prepare", "features", "train", "evaluate", "export", "verify"):
         assert f"==> {stage}" in result.stdout
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -39,6 +39,14 @@ def test_all_stages_write_the_contract_outputs(tiny_run):
     assert long_audio["validation_minutes"] == 3 * 0.5  # the demo's three validation recordings pick the threshold
     assert long_audio["validation"]["keywords"] > long_audio["keywords"]
     assert (run_dir / "det_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # every false alarm at the chosen threshold is listed with what was being said before it
+    listed = json.loads((run_dir / "long_audio.json").read_text())["test_false_alarms"]
+    assert len(listed) == long_audio["false_alarms"] and all(isinstance(fa["heard"], str) for fa in listed)
+    # the recording's transcript places each keyword event inside a piece of its kind
+    recording = json.loads(next((tmp / "data").glob("*_long_audio_v*/test.json")).read_text())
+    for event in recording["events"]:
+        assert any(p["kind"] == event["kind"] and p["start_s"] - 1e-3 <= event["start_s"] < event["end_s"] <= p["end_s"] + 1e-3
+                   for p in recording["transcript"])
 
 
 def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run):

@@ -279,17 +279,31 @@ def match_events(detections: list, events: list[dict], *, early_s: float = 0.5, 
                  ) -> tuple[int, int, list[bool]]:
     """(hits, false alarms, hit per event): a detection hits an unmatched keyword event of the same label
     whose span [start - early_s, end + late_s] contains the detection time; anything else is a false alarm."""
-    used = [False] * len(events)
-    hits = false_alarms = 0
+    used, unmatched = _match(detections, events, early_s=early_s, late_s=late_s)
+    return len(detections) - len(unmatched), len(unmatched), used
+
+
+def _match(detections: list, events: list[dict], *, early_s: float, late_s: float) -> tuple[list[bool], list]:
+    """(hit per event, the detections that hit nothing) for match_events."""
+    used, unmatched = [False] * len(events), []
     for det in detections:
         for i, ev in enumerate(events):
             if not used[i] and ev["label"] == det.label and ev["start_s"] - early_s <= det.time_s <= ev["end_s"] + late_s:
                 used[i] = True
-                hits += 1
                 break
         else:
-            false_alarms += 1
-    return hits, false_alarms, used
+            unmatched.append(det)
+    return used, unmatched
+
+
+def false_alarms_heard(detections: list, events: list[dict], transcript: list[dict], *, before_s: float = 1.5) -> list[dict]:
+    """match_events' false alarms, each with what the recording's transcript says was spoken in the
+    ``before_s`` before it (a detection comes after the word that fired it): where to look first."""
+    _, unmatched = _match(detections, events, early_s=0.5, late_s=1.0)
+    return [{"time_s": round(d.time_s, 2), "label": d.label, "score": round(d.score, 3),
+             "heard": " | ".join(f"[{p['kind']}] {p['text']}" for p in transcript
+                                 if p["start_s"] <= d.time_s and p["end_s"] >= d.time_s - before_s)}
+            for d in unmatched]
 
 
 # every 0.01 up to 0.95, then finer: a model whose scores spread (one continuous state, long windows) has
@@ -342,7 +356,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     <= TARGET_FALSE_ALARMS_PER_HOUR over the validation recordings (counted as one); the test recording, never tuned on, gives
     the reported figures. Writes long_audio.json and det_curve.png; returns the summary for the manifest."""
     from pipeline.edge.detection import Smoother, window_time_s
-    from pipeline.long_audio import recording_names, recordings
+    from pipeline.long_audio import recording_names, recordings, transcript
 
     labels = manifest["labels"]
     params = DetectionParams.from_manifest(manifest)
@@ -377,6 +391,9 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
         curves[split] = sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)
         counts[split] = {**info, "hours": round(seconds / 3600, 3)}
     chosen, test = choose_threshold(curves)
+    times, smoothed, events, _, _ = detected["test"]
+    heard = false_alarms_heard(pick_detections(times, smoothed, labels, threshold=chosen["threshold"],
+                                               refractory_s=params.refractory_s), events, transcript(cfg, "test"))
     summary = {"minutes": cfg.export.long_audio_minutes, "validation_minutes": round(counts["validation"]["hours"] * 60, 1),
                "design": params.design, "threshold": chosen["threshold"],
                "picked_on": f"validation recordings ({cfg.export.long_audio_validation_recordings} x "
@@ -387,7 +404,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                "keywords": counts["test"]["keywords"], "recall": round(test["recall"], 4),
                "false_alarms": test["false_alarms"], "false_alarms_per_hour": round(test["false_alarms_per_hour"], 3),
                "goal": "recall >= 0.95 at <= 1 false alarm per hour"}
-    write_json_atomic(run_dir / "long_audio.json", {**summary, "sweep": curves})
+    write_json_atomic(run_dir / "long_audio.json", {**summary, "test_false_alarms": heard, "sweep": curves})
     plot_det(curves, run_dir / "det_curve.png", chosen["threshold"], params.design)
     return summary
 
