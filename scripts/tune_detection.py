@@ -1,6 +1,6 @@
 """Smoothing and decision stride of the continuous detector, chosen on the validation recording.
 
-The continuous model gives a keyword's label for LABEL_S (0.4 s) after the word ends, so a decision every
+The continuous model gives a keyword's label for LABEL_S (0.6 s; 0.4 s when this was measured) after the word ends, so a decision every
 200 ms sees two or three frames of it, and a moving average over three decisions dilutes that peak. This
 script scores a finished run's continuous model once per recording (the verify stage's two cached
 recordings), then replays steps 3-4 of the detection algorithm for each (stride, smoothing) pair: the

@@ -55,7 +55,7 @@ def test_a_phrase_sequence_labels_the_command_from_its_end(tmp_path):
     finally:
         continuous.PHRASE = old
     keyword = np.flatnonzero(targets == labels.index("yes"))
-    assert len(keyword) == int(continuous.LABEL_S * 100)  # 0.4 s of 10-ms frames, from the word's end
+    assert len(keyword) == int(continuous.LABEL_S * 100)  # LABEL_S of 10-ms frames, from the word's end
     unknowable = np.flatnonzero(weights == 0)  # while the word is said
     assert unknowable[-1] + 1 == keyword[0]
     assert 0.1 < len(unknowable) / 100 < 0.8
