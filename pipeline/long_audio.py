@@ -159,7 +159,9 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
             events.append({"label": piece["label"], "kind": piece["kind"], "start_s": (at + span[0]) / sr,
                            "end_s": (at + span[1]) / sr})
         at += len(audio) + int(piece["pause"] * sr)
-    mixed = add_noise(speech, noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+    mixed, block_snrs = add_noise(speech, noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+    for event in events:  # the noise level a word was said in: recall by SNR
+        event["snr_db"] = block_snrs[min(int(event["start_s"] // NOISE_BLOCK_S), len(block_snrs) - 1)]
     counts = {"keywords": len(events), "alone": sum(e["kind"] == "alone" for e in events),
               "in_phrases": sum(e["kind"] == "phrase" for e in events), "voices": len(voices),
               "skipped_unreadable_clips": skipped}
@@ -175,20 +177,23 @@ def noise_track(cfg: Config, length: int, sample_rate: int, rng: np.random.Gener
     return np.roll(np.resize(noise, length), int(rng.integers(len(noise))))
 
 
-def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """speech + noise, the noise scaled per 30-s block to an SNR drawn from SNRS_DB (speech power measured
-    over its active samples, so pauses don't make the noise louder)."""
+def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator, sample_rate: int
+              ) -> tuple[np.ndarray, list[float | None]]:
+    """(speech + noise, the SNR of each 30-s block): the noise scaled per block to an SNR drawn from
+    SNRS_DB (speech power measured over its active samples, so pauses don't make the noise louder);
+    None for a block without noise."""
     active = np.abs(speech) > 0.01
     speech_power = float(np.mean(speech[active] ** 2)) if active.any() else 1e-4
-    out = speech.copy()
+    out, snrs = speech.copy(), []
     block = int(NOISE_BLOCK_S * sample_rate)
     for start in range(0, len(speech), block):
         part = noise[start:start + block]
         power = float(np.mean(part ** 2))
+        snrs.append(None)
         if power > 0:
-            snr = SNRS_DB[int(rng.integers(len(SNRS_DB)))]
+            snrs[-1] = snr = SNRS_DB[int(rng.integers(len(SNRS_DB)))]
             out[start:start + block] += part * np.sqrt(speech_power / power / 10 ** (snr / 10))
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    return np.clip(out, -1.0, 1.0).astype(np.float32), snrs
 
 
 def recording_names(cfg: Config) -> list[tuple[str, str, int]]:

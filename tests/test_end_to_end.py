@@ -39,6 +39,11 @@ def test_all_stages_write_the_contract_outputs(tiny_run):
     assert long_audio["validation_minutes"] == 3 * 0.5  # the demo's three validation recordings pick the threshold
     assert long_audio["validation"]["keywords"] > long_audio["keywords"]
     assert (run_dir / "det_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # recall of words said alone, split by the noise level they were said in, adds up to the whole
+    test, by_snr = long_audio["test"], long_audio["test"]["recall_alone_by_snr"]
+    assert set(by_snr) <= {"30 dB", "20 dB", "10 dB"} and sum(v["keywords"] for v in by_snr.values()) == test["alone"]
+    if test["alone"]:
+        assert sum(v["hits"] for v in by_snr.values()) == round(test["recall_alone"] * test["alone"])
     # every false alarm at the chosen threshold is listed with what was being said before it
     listed = json.loads((run_dir / "long_audio.json").read_text())["test_false_alarms"]
     assert len(listed) == long_audio["false_alarms"] and all(isinstance(fa["heard"], str) for fa in listed)

@@ -230,6 +230,9 @@ def run(cfg: Config) -> Path:
         print(f"verify: always-on, test recording ({la['keywords']} keywords, voices never tuned on): recall "
               f"{la['recall']:.3f} ({la['test']['hits']}/{la['keywords']}) at {la['false_alarms_per_hour']:.1f} false "
               f"alarms/hour ({la['false_alarms']}) -> long_audio.json, det_curve.png")
+        if la["test"]["recall_alone_by_snr"]:
+            print("verify: always-on, test recording, words said alone by noise level: " + ", ".join(
+                f"{snr} {v['recall']:.0%} ({v['hits']}/{v['keywords']})" for snr, v in la["test"]["recall_alone_by_snr"].items()))
     manifest["verified"] = {"keras_test_accuracy": round(keras_accuracy, 6), "ok": not failures, "failures": failures,
                             "goals_missed": missed}
     write_json_atomic(run_dir / "manifest.json", manifest)
@@ -392,14 +395,20 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
         counts[split] = {**info, "hours": round(seconds / 3600, 3)}
     chosen, test = choose_threshold(curves)
     times, smoothed, events, _, _ = detected["test"]
-    heard = false_alarms_heard(pick_detections(times, smoothed, labels, threshold=chosen["threshold"],
-                                               refractory_s=params.refractory_s), events, transcript(cfg, "test"))
+    at_threshold = pick_detections(times, smoothed, labels, threshold=chosen["threshold"], refractory_s=params.refractory_s)
+    heard = false_alarms_heard(at_threshold, events, transcript(cfg, "test"))
+    _, _, hit = match_events(at_threshold, events)
+    by_snr = {}  # recall of words said alone by the noise level of their 30-s block
+    for snr in sorted({e.get("snr_db") for e in events if e.get("snr_db") is not None}, reverse=True):
+        of_snr = [h for h, e in zip(hit, events) if e["kind"] == "alone" and e.get("snr_db") == snr]
+        by_snr[f"{snr:g} dB"] = {"recall": round(float(np.mean(of_snr)), 4), "hits": int(sum(of_snr)), "keywords": len(of_snr)}
     summary = {"minutes": cfg.export.long_audio_minutes, "validation_minutes": round(counts["validation"]["hours"] * 60, 1),
                "design": params.design, "threshold": chosen["threshold"],
                "picked_on": f"validation recordings ({cfg.export.long_audio_validation_recordings} x "
                             f"{cfg.export.long_audio_minutes} min): best recall at <= {TARGET_FALSE_ALARMS_PER_HOUR} "
                             "false alarm/hour",
-               "validation": {**_point(chosen), **counts["validation"]}, "test": {**_point(test), **counts["test"]},
+               "validation": {**_point(chosen), **counts["validation"]},
+               "test": {**_point(test), **counts["test"], "recall_alone_by_snr": by_snr},
                # the reported figures: the test recording at the validation threshold
                "keywords": counts["test"]["keywords"], "recall": round(test["recall"], 4),
                "false_alarms": test["false_alarms"], "false_alarms_per_hour": round(test["false_alarms_per_hour"], 3),
