@@ -399,7 +399,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     heard = false_alarms_heard(at_threshold, events, transcript(cfg, "test"))
     _, _, hit = match_events(at_threshold, events)
     by_snr = {}  # recall of words said alone by the noise level of their 30-s block
-    for snr in sorted({e.get("snr_db") for e in events if e.get("snr_db") is not None}, reverse=True):
+    for snr in sorted({e["snr_db"] for e in events if e["kind"] == "alone" and e.get("snr_db") is not None}, reverse=True):
         of_snr = [h for h, e in zip(hit, events) if e["kind"] == "alone" and e.get("snr_db") == snr]
         by_snr[f"{snr:g} dB"] = {"recall": round(float(np.mean(of_snr)), 4), "hits": int(sum(of_snr)), "keywords": len(of_snr)}
     summary = {"minutes": cfg.export.long_audio_minutes, "validation_minutes": round(counts["validation"]["hours"] * 60, 1),
