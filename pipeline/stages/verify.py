@@ -282,12 +282,13 @@ def match_events(detections: list, events: list[dict], *, early_s: float = 0.5, 
                  ) -> tuple[int, int, list[bool]]:
     """(hits, false alarms, hit per event): a detection hits an unmatched keyword event of the same label
     whose span [start - early_s, end + late_s] contains the detection time; anything else is a false alarm."""
-    used, unmatched = _match(detections, events, early_s=early_s, late_s=late_s)
+    used, unmatched = match_detections(detections, events, early_s=early_s, late_s=late_s)
     return len(detections) - len(unmatched), len(unmatched), used
 
 
-def _match(detections: list, events: list[dict], *, early_s: float, late_s: float) -> tuple[list[bool], list]:
-    """(hit per event, the detections that hit nothing) for match_events."""
+def match_detections(detections: list, events: list[dict], *, early_s: float = 0.5, late_s: float = 1.0
+                     ) -> tuple[list[bool], list]:
+    """match_events as (hit per event, the detections that hit nothing: the false alarms themselves)."""
     used, unmatched = [False] * len(events), []
     for det in detections:
         for i, ev in enumerate(events):
@@ -299,14 +300,13 @@ def _match(detections: list, events: list[dict], *, early_s: float, late_s: floa
     return used, unmatched
 
 
-def false_alarms_heard(detections: list, events: list[dict], transcript: list[dict], *, before_s: float = 1.5) -> list[dict]:
-    """match_events' false alarms, each with what the recording's transcript says was spoken in the
-    ``before_s`` before it (a detection comes after the word that fired it): where to look first."""
-    _, unmatched = _match(detections, events, early_s=0.5, late_s=1.0)
+def false_alarms_heard(false_alarms: list, transcript: list[dict], *, before_s: float = 1.5) -> list[dict]:
+    """Each false alarm with what the recording's transcript says was spoken in the ``before_s`` before
+    it (a detection comes after the word that fired it): where to look first."""
     return [{"time_s": round(d.time_s, 2), "label": d.label, "score": round(d.score, 3),
              "heard": " | ".join(f"[{p['kind']}] {p['text']}" for p in transcript
                                  if p["start_s"] <= d.time_s and p["end_s"] >= d.time_s - before_s)}
-            for d in unmatched]
+            for d in false_alarms]
 
 
 # every 0.01 up to 0.95, then finer: a model whose scores spread (one continuous state, long windows) has
@@ -395,9 +395,9 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
         counts[split] = {**info, "hours": round(seconds / 3600, 3)}
     chosen, test = choose_threshold(curves)
     times, smoothed, events, _, _ = detected["test"]
-    at_threshold = pick_detections(times, smoothed, labels, threshold=chosen["threshold"], refractory_s=params.refractory_s)
-    heard = false_alarms_heard(at_threshold, events, transcript(cfg, "test"))
-    _, _, hit = match_events(at_threshold, events)
+    hit, false_alarms = match_detections(pick_detections(times, smoothed, labels, threshold=chosen["threshold"],
+                                                         refractory_s=params.refractory_s), events)
+    heard = false_alarms_heard(false_alarms, transcript(cfg, "test"))
     by_snr = {}  # recall of words said alone by the noise level of their 30-s block
     for snr in sorted({e["snr_db"] for e in events if e["kind"] == "alone" and e.get("snr_db") is not None}, reverse=True):
         of_snr = [h for h, e in zip(hit, events) if e["kind"] == "alone" and e.get("snr_db") == snr]
