@@ -234,4 +234,4 @@ def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, li
 
 def transcript(cfg: Config, name: str) -> list[dict]:
     """The pieces of a cached recording as placed (make_recording), for showing what was said when."""
-    return json.loads((cfg.long_audio_dir / f"{name}.json").read_text()).get("transcript", [])
+    return json.loads((cfg.long_audio_dir / f"{name}.json").read_text())["transcript"]

@@ -1,11 +1,11 @@
 """Smoothing and decision stride of the continuous detector, chosen on the validation recording.
 
-The continuous model gives a keyword's label for LABEL_S (0.6 s; 0.4 s when this was measured) after the word ends, so a decision every
-200 ms sees two or three frames of it, and a moving average over three decisions dilutes that peak. This
-script scores a finished run's continuous model once per recording (the verify stage's two cached
-recordings), then replays steps 3-4 of the detection algorithm for each (stride, smoothing) pair: the
-validation recording picks the threshold (best recall at <= 1 false alarm per hour, as verify), and the
-test recording gives the figures. Pick a pair on the validation column only.
+The continuous model gives a keyword's label for LABEL_S (0.6 s; 0.4 s when this was measured) after the
+word ends, so decisions every 200 ms read only two or three frames of it, and a moving average over three
+decisions dilutes that peak. This script scores a finished run's continuous model once per recording (the
+verify stage's cached recordings), then replays steps 3-4 of the detection algorithm for each (stride,
+smoothing) pair: the validation recordings pick the threshold (best recall at <= 1 false alarm per hour,
+as verify), and the test recording gives the figures. Pick a pair on the validation column only.
 
 Usage (from the repo root, after ./run demo):
     .venv/bin/python scripts/tune_detection.py --run exports/demo [--set paths.data=...]

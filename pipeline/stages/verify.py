@@ -309,6 +309,17 @@ def false_alarms_heard(false_alarms: list, transcript: list[dict], *, before_s: 
             for d in false_alarms]
 
 
+def recall_alone_by_snr(hit: list[bool], events: list[dict]) -> dict[str, dict]:
+    """Recall of the words said alone by the SNR of the 30-s block they were said in, loudest noise last;
+    a level with no word said alone is left out (its recall would be NaN)."""
+    alone = [(h, e["snr_db"]) for h, e in zip(hit, events) if e["kind"] == "alone" and e["snr_db"] is not None]
+    out = {}
+    for snr in sorted({level for _, level in alone}, reverse=True):
+        of_snr = [h for h, level in alone if level == snr]
+        out[f"{snr:g} dB"] = {"recall": round(float(np.mean(of_snr)), 4), "hits": int(sum(of_snr)), "keywords": len(of_snr)}
+    return out
+
+
 # every 0.01 up to 0.95, then finer: a model whose scores spread (one continuous state, long windows) has
 # its operating point anywhere in the range, and a coarse grid would hand away recall
 THRESHOLDS = np.round(np.concatenate([np.arange(0.10, 0.95, 0.01), np.arange(0.95, 0.999, 0.005),
@@ -398,10 +409,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     hit, false_alarms = match_detections(pick_detections(times, smoothed, labels, threshold=chosen["threshold"],
                                                          refractory_s=params.refractory_s), events)
     heard = false_alarms_heard(false_alarms, transcript(cfg, "test"))
-    by_snr = {}  # recall of words said alone by the noise level of their 30-s block
-    for snr in sorted({e["snr_db"] for e in events if e["kind"] == "alone" and e.get("snr_db") is not None}, reverse=True):
-        of_snr = [h for h, e in zip(hit, events) if e["kind"] == "alone" and e.get("snr_db") == snr]
-        by_snr[f"{snr:g} dB"] = {"recall": round(float(np.mean(of_snr)), 4), "hits": int(sum(of_snr)), "keywords": len(of_snr)}
+    by_snr = recall_alone_by_snr(hit, events)
     summary = {"minutes": cfg.export.long_audio_minutes, "validation_minutes": round(counts["validation"]["hours"] * 60, 1),
                "design": params.design, "threshold": chosen["threshold"],
                "picked_on": f"validation recordings ({cfg.export.long_audio_validation_recordings} x "
