@@ -145,6 +145,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
     s = cfg.synth
     rng = np.random.default_rng(cfg.run.seed)
     phrase_rng = np.random.default_rng([cfg.run.seed, 7])  # its own stream: phrases leave every other clip alone
+    word_rng = np.random.default_rng([cfg.run.seed, 8])  # the same for the training-only words
     jobs, speakers = [], []
     pairs = [(voice, variant) for voice in s.voices for variant in variants]
     for voice in s.accent_voices:  # a few random variants of each other-language voice
@@ -160,6 +161,10 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
             jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
                                  path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
                                  text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
+        for word in word_rng.choice(s.training_unknown_words, replace=False,
+                                    size=min(s.training_unknown_per_speaker, len(s.training_unknown_words))):
+            jobs.append(_job_for(cfg, word_rng, root, word=str(word), voice=f"{voice}+{variant}",
+                                 path=f"{word}/{spk}_nohash_0.wav"))
         for n in range(s.phrases_per_speaker if voice in s.voices else 0):
             word = str(phrase_rng.choice(COMMAND_WORDS))
             jobs.append(_job_for(cfg, phrase_rng, root, word=PHRASE_DIR, voice=f"{voice}+{variant}",
@@ -245,7 +250,8 @@ def run(cfg: Config) -> Path:
         write_wav(noise_dir / f"{kind}.wav", make_noise(kind, seconds=cfg.synth.noise_seconds,
                                                           sample_rate=cfg.features.sample_rate, rng=rng), cfg.features.sample_rate)
     (noise_dir / "README.md").write_text("Synthesized background noise (numpy), like the real dataset's folder.\n")
-    _write_split_lists(tmp, cfg, training_only={s["speaker"] for s in speakers if s["voice"] in cfg.synth.accent_voices})
+    _write_split_lists(tmp, cfg, training_only={s["speaker"] for s in speakers if s["voice"] in cfg.synth.accent_voices},
+                       training_only_words=set(cfg.synth.training_unknown_words) if cfg.synth.training_unknown_per_speaker else set())
     with open(tmp / "speakers.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["speaker", "voice", "variant"])
         writer.writeheader()
@@ -260,15 +266,19 @@ def run(cfg: Config) -> Path:
     return out
 
 
-def _write_split_lists(root: Path, cfg: Config, training_only: set[str] = frozenset()) -> None:
+def _write_split_lists(root: Path, cfg: Config, training_only: set[str] = frozenset(),
+                       training_only_words: set[str] = frozenset()) -> None:
     """validation_list.txt / testing_list.txt from the dataset's own SHA1 rule, as in the real archive.
 
     Speakers in ``training_only`` (the accent voices) are in neither list, so they only ever train:
     the held-out splits stay the English voices, comparable from run to run, and how far the accents
-    carry is measured on other languages (pipeline/unseen_voices.py), not on more speakers of the same ones."""
+    carry is measured on other languages (pipeline/unseen_voices.py), not on more speakers of the same ones.
+    Folders in ``training_only_words`` (synth.training_unknown_words) only train too: the held-out splits keep
+    the vocabulary of synth.unknown_words."""
     lists = {"validation": [], "testing": []}
     for wav in sorted(root.glob("*/*.wav")):
-        if wav.parent.name.startswith("_") or wav.name.split("_nohash_")[0] in training_only:
+        if (wav.parent.name.startswith("_") or wav.name.split("_nohash_")[0] in training_only
+                or wav.parent.name in training_only_words):
             continue
         split = which_set(wav.name, validation_percentage=cfg.task.validation_percentage,
                           testing_percentage=cfg.task.testing_percentage)
