@@ -1,5 +1,6 @@
 """espeak breadth (accent voices, SSML emphasis) and the unseen-voice set, with real espeak on small plans."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,34 @@ def test_accent_speakers_only_train(tmp_path):
     synth._write_split_lists(tmp_path, cfg, training_only=accent)
     listed = (tmp_path / "validation_list.txt").read_text().split() + (tmp_path / "testing_list.txt").read_text().split()
     assert listed and not {name.split("/")[1].split("_nohash_")[0] for name in listed} & accent
+
+
+def test_training_only_unknown_words_never_reach_the_held_out_splits(tmp_path):
+    """synth.training_unknown_words: each speaker says a few more other words, which only train; the held-out
+    splits keep synth.unknown_words, and every other clip of the plan stays the same."""
+    keys = ["synth.voices=[en]", "task.validation_percentage=40", "task.testing_percentage=40"]
+    cfg = load_config(None, keys + ["synth.training_unknown_per_speaker=2"])
+    jobs, speakers = synth.plan_jobs(cfg, VARIANTS, tmp_path)
+    extra = [j for j in jobs if j["word"] in cfg.synth.training_unknown_words]
+    assert len(extra) == 2 * len(speakers) and len({j["word"] for j in extra}) > 2  # drawn per speaker
+    plain, _ = synth.plan_jobs(load_config(None, keys + ["synth.training_unknown_per_speaker=0"]), VARIANTS, tmp_path)
+    assert [j for j in jobs if j not in extra] == plain  # their own random stream
+    for j in jobs:
+        (tmp_path / j["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / j["path"]).touch()
+    synth._write_split_lists(tmp_path, cfg, training_only_words=set(cfg.synth.training_unknown_words))
+    listed = (tmp_path / "validation_list.txt").read_text().split() + (tmp_path / "testing_list.txt").read_text().split()
+    held_out_words = {name.split("/")[0] for name in listed}
+    assert held_out_words and not held_out_words & set(cfg.synth.training_unknown_words)
+    assert held_out_words & set(cfg.synth.unknown_words)
+
+
+def test_training_only_words_may_not_be_commands_or_held_out_words():
+    with pytest.raises(ConfigError, match="training_unknown_words"):
+        load_config(None, ["synth.training_unknown_per_speaker=1", "synth.training_unknown_words=[yes, mess]"])
+    with pytest.raises(ConfigError, match="training_unknown_words"):
+        load_config(None, ["synth.training_unknown_per_speaker=1", "synth.training_unknown_words=[bed, mess]"])
+    with pytest.raises(ConfigError, match="training_unknown_words"):
+        plan(load_config(None, ["synth.training_unknown_per_speaker=1",
+                                f"synth.training_unknown_words=[{UNSEEN_UNKNOWN_WORDS[0]}]"]), VARIANTS, Path("/nonexistent"),
+             variants_per_voice=1, seed=0)
