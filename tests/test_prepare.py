@@ -98,3 +98,29 @@ def test_prepare_without_lists_uses_the_sha1_rule(tmp_path):
     assert report["lists"] == "sha1 which_set rule"
     test = read_rows(cfg.prepared_dir, "test")
     assert sorted(f"{r['label']}/{r['path'].split('/')[-1]}" for r in test if not r["label"].startswith("_")) == sorted(test_names)
+
+
+def test_training_only_words_are_extra_unknown_rows_of_train(tmp_path):
+    """synth.training_unknown_words: task.training_unknown_percentage more _unknown_ rows in train, drawn from
+    those words alone; the rows drawn from the held-out vocabulary (unknown_percentage) stay as they were."""
+    words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "bed", "cat"]
+    speakers = [f"{i:08x}" for i in range(60)]
+    keys = [f"paths.data={tmp_path}", "synth.training_unknown_per_speaker=1", "synth.training_unknown_words=[mess, kite]"]
+    cfg = load_config("configs/demo.yaml", keys + ["task.training_unknown_percentage=20"])
+    test_names, val_names = _make_dataset(tmp_path / "ds", words, speakers, extra_files=False)
+    for word in ("mess", "kite"):  # training only: in neither list, as synth leaves them
+        (tmp_path / "ds" / word).mkdir()
+        for spk in speakers:
+            sf.write(tmp_path / "ds" / word / f"{spk}_nohash_0.wav", np.zeros(8000, np.float32), 16000)
+    (tmp_path / "ds").rename(cfg.dataset_dir)
+    prepare.run(cfg)
+    train = read_rows(cfg.prepared_dir, "train")
+    n_known = sum(not r["label"].startswith("_") for r in train)
+    extra = [r for r in train if r["path"].split("/")[-2] in ("mess", "kite")]
+    assert len(extra) == math.ceil(n_known * 0.2) and all(r["label"] == "_unknown_" for r in extra)
+    assert not any(r["path"].split("/")[-2] in ("mess", "kite") for split in ("validation", "test")
+                   for r in read_rows(cfg.prepared_dir, split))
+    plain = load_config("configs/demo.yaml", keys + ["task.training_unknown_percentage=0"])
+    assert plain.dataset_dir == cfg.dataset_dir and plain.prepared_dir != cfg.prepared_dir
+    prepare.run(plain)
+    assert [r for r in train if r not in extra] == read_rows(plain.prepared_dir, "train")

@@ -60,6 +60,9 @@ def run(cfg: Config) -> Path:
 
     known = {s: [] for s in SPLITS}
     unknown = {s: [] for s in SPLITS}
+    # synth.training_unknown_words: only in train (synth leaves them out of the lists), drawn on their own
+    training_only = set(cfg.synth.training_unknown_words) if cfg.synth.training_unknown_per_speaker else set()
+    extra_unknown = []
     skipped = []
     words = _list_words(root)
     total = sum(len(v) for v in words.values())
@@ -83,8 +86,8 @@ def run(cfg: Config) -> Path:
                 if word in keywords:
                     known[split].append({"path": str(path), "label": word, "offset": 0, "gain": 1.0, "fragment": 0})
                 elif UNKNOWN_LABEL in labels:
-                    unknown[split].append({"path": str(path), "label": UNKNOWN_LABEL, "offset": 0, "gain": 1.0,
-                                           "fragment": 0})
+                    row = {"path": str(path), "label": UNKNOWN_LABEL, "offset": 0, "gain": 1.0, "fragment": 0}
+                    (extra_unknown if word in training_only and split == "train" else unknown[split]).append(row)
 
     speech = {s: [] for s in SPLITS}  # running speech (synthesized datasets): (path, frames) per split
     for path in sorted((root / SPEECH_DIR).glob("*.wav")) if cfg.task.speech_percentage > 0 else []:
@@ -112,6 +115,10 @@ def run(cfg: Config) -> Path:
             pool = unknown[split]
             picks = rng.permutation(len(pool))[:want]
             split_rows += [pool[i] for i in sorted(picks)]
+            if split == "train" and extra_unknown:  # their own random stream: every other row stays the same
+                want = math.ceil(len(known[split]) * cfg.task.training_unknown_percentage / 100)
+                picks = np.random.default_rng([cfg.run.seed, 3]).permutation(len(extra_unknown))[:want]
+                split_rows += [extra_unknown[i] for i in sorted(picks)]
             if split != "test" and cfg.task.fragment_percentage > 0 and known[split]:
                 want = math.ceil(len(known[split]) * cfg.task.fragment_percentage / 100)
                 picks = rng.choice(len(known[split]), size=min(want, len(known[split])), replace=False)
