@@ -164,7 +164,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         for word in word_rng.choice(s.training_unknown_words, replace=False,
                                     size=min(s.training_unknown_per_speaker, len(s.training_unknown_words))):
             jobs.append(_job_for(cfg, word_rng, root, word=str(word), voice=f"{voice}+{variant}",
-                                 path=f"{word}/{spk}_nohash_0.wav"))
+                                 path=f"{word}/{spk}_nohash_0.wav", **_prosody(word_rng, s.emphasis_probability)))
         for n in range(s.phrases_per_speaker if voice in s.voices else 0):
             word = str(phrase_rng.choice(COMMAND_WORDS))
             jobs.append(_job_for(cfg, phrase_rng, root, word=PHRASE_DIR, voice=f"{voice}+{variant}",
