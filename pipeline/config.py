@@ -470,7 +470,7 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "0 <= dropout < 1")
     require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, ">= 1")
     require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, ">= 1")
-    clash = set(cfg.synth.training_unknown_words) & (set(cfg.synth.unknown_words) | set(ALL_WORDS_V2[:10]))
+    clash = set(cfg.synth.training_unknown_words) & (set(cfg.synth.unknown_words) | set(COMMAND_WORDS))
     require(not (cfg.synth.training_unknown_per_speaker and clash), "synth.training_unknown_words", sorted(clash),
             "no command word or synth.unknown_words word (they would leave the held-out splits)")
     require(cfg.synth.training_unknown_per_speaker >= 0, "synth.training_unknown_per_speaker",
