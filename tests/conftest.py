@@ -14,6 +14,7 @@ TINY = [
     "synth.variants=[m1, m2, m3, m4, m5, m6, m7, f1, f2, f3, f4, f5, croak, klatt, klatt2, whisper, Alex, Andy, Annie, "
     "Denis, Gene, Jacky, Lee, Mario, Michael, Mike, Storm, adam, anika, aunty]",
     "synth.unknown_per_speaker=1",
+    "synth.training_unknown_per_speaker=1",  # the demo's training-only words, one per speaker
     "synth.accent_voices=[de]",  # the demo's 16 accents x 12 variants would swamp 60 speakers
     "synth.accent_variants=2",
     "train.hard_negative_epochs=0",  # tests/test_end_to_end.py runs it on its own
