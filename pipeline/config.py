@@ -130,6 +130,11 @@ class SynthConfig:
     # from carriers the always-on benchmark never uses (sentences.TRAINING_CARRIERS). 0 = none
     phrases_per_speaker: int = 0
 
+    @property
+    def training_only_words(self) -> set[str]:
+        """The words that only train (said when training_unknown_per_speaker > 0; else none)."""
+        return set(self.training_unknown_words) if self.training_unknown_per_speaker else set()
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -470,8 +475,8 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "0 <= dropout < 1")
     require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, ">= 1")
     require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, ">= 1")
-    clash = set(cfg.synth.training_unknown_words) & (set(cfg.synth.unknown_words) | set(COMMAND_WORDS))
-    require(not (cfg.synth.training_unknown_per_speaker and clash), "synth.training_unknown_words", sorted(clash),
+    clash = cfg.synth.training_only_words & (set(cfg.synth.unknown_words) | set(COMMAND_WORDS))
+    require(not clash, "synth.training_unknown_words", sorted(clash),
             "no command word or synth.unknown_words word (they would leave the held-out splits)")
     require(cfg.synth.training_unknown_per_speaker >= 0, "synth.training_unknown_per_speaker",
             cfg.synth.training_unknown_per_speaker, ">= 0")

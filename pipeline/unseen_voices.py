@@ -51,7 +51,7 @@ def plan(cfg: Config, variants: list[str], root: Path, *, variants_per_voice: in
         raise ConfigError(f"synth voices {sorted(trained & set(UNSEEN_ACCENTS))} are in the unseen-voice set")
     if set(s.unknown_words) & set(UNSEEN_UNKNOWN_WORDS) or set(COMMAND_WORDS) & set(UNSEEN_UNKNOWN_WORDS):
         raise ConfigError("synth.unknown_words overlaps the unseen-voice set's words")
-    if s.training_unknown_per_speaker and set(s.training_unknown_words) & set(UNSEEN_UNKNOWN_WORDS):
+    if s.training_only_words & set(UNSEEN_UNKNOWN_WORDS):
         raise ConfigError("synth.training_unknown_words overlaps the unseen-voice set's words")
     rng = np.random.default_rng(seed)
     jobs = []

@@ -61,7 +61,7 @@ def run(cfg: Config) -> Path:
     known = {s: [] for s in SPLITS}
     unknown = {s: [] for s in SPLITS}
     # synth.training_unknown_words: only in train (synth leaves them out of the lists), drawn on their own
-    training_only = set(cfg.synth.training_unknown_words) if cfg.synth.training_unknown_per_speaker else set()
+    training_only = cfg.synth.training_only_words
     extra_unknown = []
     skipped = []
     words = _list_words(root)

@@ -250,9 +250,8 @@ def run(cfg: Config) -> Path:
         write_wav(noise_dir / f"{kind}.wav", make_noise(kind, seconds=cfg.synth.noise_seconds,
                                                           sample_rate=cfg.features.sample_rate, rng=rng), cfg.features.sample_rate)
     (noise_dir / "README.md").write_text("Synthesized background noise (numpy), like the real dataset's folder.\n")
-    training_words = set(cfg.synth.training_unknown_words) if cfg.synth.training_unknown_per_speaker else set()
     _write_split_lists(tmp, cfg, training_only={s["speaker"] for s in speakers if s["voice"] in cfg.synth.accent_voices},
-                       training_only_words=training_words)
+                       training_only_words=cfg.synth.training_only_words)
     with open(tmp / "speakers.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["speaker", "voice", "variant"])
         writer.writeheader()

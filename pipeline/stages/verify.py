@@ -230,9 +230,9 @@ def run(cfg: Config) -> Path:
         print(f"verify: always-on, test recording ({la['keywords']} keywords, voices never tuned on): recall "
               f"{la['recall']:.3f} ({la['test']['hits']}/{la['keywords']}) at {la['false_alarms_per_hour']:.1f} false "
               f"alarms/hour ({la['false_alarms']}) -> long_audio.json, det_curve.png")
-        if la["test"]["recall_alone_by_snr"]:
+        if by_snr := la["test"]["recall_alone_by_snr"]:
             print("verify: always-on, test recording, words said alone by noise level: " + ", ".join(
-                f"{snr} {v['recall']:.0%} ({v['hits']}/{v['keywords']})" for snr, v in la["test"]["recall_alone_by_snr"].items()))
+                f"{snr} {v['recall']:.0%} ({v['hits']}/{v['keywords']})" for snr, v in by_snr.items()))
     manifest["verified"] = {"keras_test_accuracy": round(keras_accuracy, 6), "ok": not failures, "failures": failures,
                             "goals_missed": missed}
     write_json_atomic(run_dir / "manifest.json", manifest)
@@ -316,7 +316,8 @@ def recall_alone_by_snr(hit: list[bool], events: list[dict]) -> dict[str, dict]:
     out = {}
     for snr in sorted({level for _, level in alone}, reverse=True):
         of_snr = [h for h, level in alone if level == snr]
-        out[f"{snr:g} dB"] = {"recall": round(float(np.mean(of_snr)), 4), "hits": int(sum(of_snr)), "keywords": len(of_snr)}
+        out[f"{snr:g} dB"] = {"recall": round(float(np.mean(of_snr)), 4), "hits": int(sum(of_snr)),
+                              "keywords": len(of_snr)}
     return out
 
 
