@@ -41,7 +41,7 @@ LABEL_S = 0.6  # a keyword's label is due from its end for this long (0.4 left a
 # read only partly; 0.8 gave the same validation recall, 1.2 drowned it in false alarms: docs/always_on.md)
 WORD_END = (0.35, 0.92)  # where in the sequence the word ends (share of its length)
 SNR_DB = (-5.0, 30.0)  # from 5 dB: 2.7-3.3 points more commands said alone found on validation at the same false
-# alarms, on three trained bases; -10 dB added nothing (docs/always_on.md)
+# alarms, in three pairs of trainings on two trained bases; -10 dB added nothing (docs/always_on.md)
 NOISE_PROBABILITY = 0.8
 
 
