@@ -122,3 +122,24 @@ def test_validation_recordings_join_into_one_longer_recording():
     assert scores.shape == (3, 3) and seconds == 90.0
     assert [(e["start_s"], e["end_s"]) for e in events] == [(10.0, 10.5), (70.0, 70.5), (90.0, 90.4)]
     assert counts == {"keywords": 3, "alone": 3, "voices": 5}  # voices: the split's, not a sum
+
+
+def test_the_quiet_hour_says_commands_only_in_its_first_minutes():
+    """scripts/quiet_hour.py lays its hour out like the outside check: commands said alone among single
+    sentences at first, then only running speech, where the false alarms are counted."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "quiet_hour.py"
+    spec = importlib.util.spec_from_file_location("quiet_hour", path)
+    quiet_hour = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quiet_hour)
+    voices = ["en+m1", "en-us+f2"]
+    pieces = quiet_hour.plan(np.random.default_rng(0), voices, minutes=12, command_minutes=2, sample_rate=16000)
+    kinds = [p["kind"] for p in pieces]
+    last_command = max(i for i, k in enumerate(kinds) if k == "alone")
+    assert 15 <= kinds.count("alone") <= 40  # one after every 2-6 s of speech, for 2 minutes
+    assert all(p["voice"] in voices for p in pieces if p["kind"] == "speech")
+    early, late = pieces[:last_command], pieces[last_command + 1:]
+    assert all(p["text"].count(". ") == 0 for p in early if p["kind"] == "speech")  # one sentence between commands
+    assert "alone" not in [p["kind"] for p in late] and len(late) > 2 * len(early)  # then speech only, most of it

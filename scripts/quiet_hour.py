@@ -1,0 +1,187 @@
+"""An always-on hour laid out like the outside check of docs/always_on.md ("An hour like the outside
+check's"), and its score with a run's own detector and threshold.
+
+The hour: in the first ``--command-minutes`` (10), a command said alone after every 2-6 s of speech (one
+sentence); after that, running speech only (1-4 sentences a stretch), so most of the hour is where false
+alarms come from; a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech). The
+voices are either
+- ``accents``: espeak voices that no training config uses (the unseen-voice set's ten other-language
+  voices, four random variants each), saying the sentences; the commands are the unseen-voice set's
+  accent clips (make it first: scripts/make_unseen_voices.py --out DIR); or
+- ``test``: the run's test-split speakers (held-out voices), with the test split's command clips.
+
+Usage (from the repo root, with the run's config and --set):
+    .venv/bin/python scripts/quiet_hour.py make --voices accents --unseen DIR --out HOUR [--seed N]
+    .venv/bin/python scripts/quiet_hour.py score --run exports/demo --hour HOUR [--threshold T ...]
+``make`` writes HOUR.wav and HOUR.json (the commands: label, start_s, end_s). ``score`` streams HOUR.wav
+through the run's detector exactly as ``./run detect`` does (TFLite, one state, the manifest's
+parameters) and prints recall and false alarms, matched as verify matches them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import COMMAND_WORDS, load_config  # noqa: E402
+from pipeline.feature_spec import FeatureSpec  # noqa: E402
+
+COMMAND_EVERY_S = (2.0, 6.0)  # speech between two commands in the first minutes
+VARIANTS_PER_ACCENT = 4
+
+
+def command_clips(args, cfg) -> list[tuple[Path, str]]:
+    if args.voices == "accents":
+        if not args.unseen or not (Path(args.unseen) / "accents.csv").is_file():
+            sys.exit("quiet_hour: --voices accents needs --unseen DIR with accents.csv (scripts/make_unseen_voices.py)")
+        root = Path(args.unseen)
+        rows = [line.split(",") for line in (root / "accents.csv").read_text().split()[1:]]
+        return [(root / path, label) for path, label in rows if label in COMMAND_WORDS]
+    from pipeline.dataset import read_rows
+
+    if not (cfg.prepared_dir / "test.csv").is_file():
+        sys.exit(f"quiet_hour: no prepared test split in {cfg.prepared_dir}: run the demo (or give its config) first")
+    return [(Path(r["path"]), r["label"]) for r in read_rows(cfg.prepared_dir, "test")
+            if r["label"] in COMMAND_WORDS and not r.get("fragment")]
+
+
+def plan(rng: np.random.Generator, voices: list[str], *, minutes: float, command_minutes: float,
+         sample_rate: int) -> list[dict]:
+    from pipeline.sentences import sentence
+
+    pieces, planned, next_command = [], 0.0, rng.uniform(*COMMAND_EVERY_S)
+    while planned < minutes * 60 * 1.1:  # lengths are estimated: plan 10% more
+        voice = voices[int(rng.integers(len(voices)))]
+        rate, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
+        early = planned < command_minutes * 60
+        if early and planned >= next_command:
+            pieces.append({"kind": "alone", "pause": float(rng.uniform(0.5, 1.2))})
+            planned += 1.5
+            next_command = planned + rng.uniform(*COMMAND_EVERY_S)
+            continue
+        text = ". ".join(sentence(rng) for _ in range(1 if early else int(rng.integers(1, 5))))
+        pieces.append({"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch,
+                       "sample_rate": sample_rate, "pause": float(rng.uniform(0.2, 0.8))})
+        planned += 0.38 * len(text.split()) * 160 / rate + pieces[-1]["pause"]
+    return pieces
+
+
+def make(args) -> None:
+    from pipeline import long_audio
+    from pipeline.audio import AudioError, load_audio, write_wav
+    from pipeline.espeak import Espeak
+    from pipeline.unseen_voices import UNSEEN_ACCENTS
+
+    cfg = load_config(args.config, args.set)
+    spec = FeatureSpec.from_config(cfg)
+    sr = spec.sample_rate
+    rng = np.random.default_rng(args.seed)
+    clips = command_clips(args, cfg)
+    variants = cfg.synth.variants or Espeak().variants()
+    if args.voices == "accents":
+        voices = [f"{accent}+{v}" for accent in UNSEEN_ACCENTS
+                  for v in rng.choice(variants, VARIANTS_PER_ACCENT, replace=False)]
+    else:
+        voices = long_audio.split_speakers(cfg, "test", variants)
+    pieces = plan(rng, voices, minutes=args.minutes, command_minutes=args.command_minutes, sample_rate=sr)
+    spoken = [p for p in pieces if p["kind"] == "speech"]
+    with multiprocessing.get_context("spawn").Pool(cfg.features.workers or None,
+                                                   initializer=long_audio._init_worker) as pool:
+        rendered = dict(zip(map(id, spoken), pool.imap(long_audio._render, spoken, chunksize=4)))
+    total = int(args.minutes * 60 * sr)
+    speech, events, at, skipped = np.zeros(total, np.float32), [], int(0.5 * sr), 0
+    for piece in pieces:
+        if at >= total:
+            break
+        if piece["kind"] == "alone":
+            path, label = clips[int(rng.integers(len(clips)))]
+            try:
+                audio = load_audio(path, sample_rate=sr)
+            except AudioError:
+                skipped += 1
+                continue
+            cut = long_audio.word_span(audio, sr)
+            if cut is None:
+                continue
+            audio = audio[cut[0]:cut[1]]
+        else:
+            audio = rendered[id(piece)]["audio"]
+            peak = float(np.abs(audio).max())
+            if peak < 1e-3:
+                continue
+            audio = audio / peak * rng.uniform(0.3, 0.9)
+        audio = audio[:total - at]
+        speech[at:at + len(audio)] = audio
+        if piece["kind"] == "alone" and at + len(audio) <= total:
+            events.append({"label": label, "kind": "alone", "start_s": at / sr, "end_s": (at + len(audio)) / sr})
+        at += len(audio) + int(piece["pause"] * sr)
+    long_audio.SNRS_DB = (args.snr_db,)  # one noise level for every 30-s block: a quiet room
+    mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out.with_suffix(".wav"), mixed, sr)
+    out.with_suffix(".json").write_text(json.dumps({"voices": args.voices, "snr_db": args.snr_db, "seed": args.seed,
+                                                    "skipped_unreadable_clips": skipped, "events": events}, indent=1))
+    print(f"{out.with_suffix('.wav')}: {args.minutes:g} min, {len(events)} commands said alone in the first "
+          f"{args.command_minutes:g} min, {len(voices)} voices ({args.voices}), noise {args.snr_db:g} dB under the speech"
+          + (f", {skipped} unreadable clips skipped" if skipped else ""))
+
+
+def score(args) -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from pipeline.audio import audio_blocks
+    from pipeline.edge.detection import DESIGN_MODELS, DetectionParams, Detector
+    from pipeline.edge.run_folder import RunFolder
+    from pipeline.stages.verify import match_detections
+
+    hour = Path(args.hour)
+    events = json.loads(hour.with_suffix(".json").read_text())["events"]
+    run = RunFolder.of(Path(args.run))
+    params = DetectionParams.from_manifest(run.manifest)
+    art = run.artifact(run.path / run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design]))
+    spec = run.feature_spec
+    seconds = 0.0
+    for threshold in args.threshold or [params.threshold]:
+        detector = Detector(run.streaming_step(art), run.geometry, run.labels, replace(params, threshold=threshold),
+                            window_samples=spec["clip_samples"], sample_rate=spec["sample_rate"])
+        found, seconds = [], 0.0
+        for block in audio_blocks(str(hour.with_suffix(".wav")), sample_rate=spec["sample_rate"]):
+            seconds += len(block) / spec["sample_rate"]
+            found += [SimpleNamespace(time_s=d.time_s, label=d.label) for d in detector.feed(block)]
+        used, false_alarms = match_detections(found, events)
+        print(f"threshold {threshold:g}{' (the run’s)' if threshold == params.threshold else ''}: recall "
+              f"{np.mean(used):.1%} ({sum(used)}/{len(events)}), {len(false_alarms)} false alarms in "
+              f"{seconds / 3600:.2f} h ({', '.join(sorted(d.label for d in false_alarms)) or 'none'})", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make", help="write HOUR.wav and HOUR.json")
+    m.add_argument("--out", required=True, help="path without suffix")
+    m.add_argument("--voices", choices=("accents", "test"), default="accents")
+    m.add_argument("--unseen", help="the unseen-voice set (scripts/make_unseen_voices.py), for --voices accents")
+    m.add_argument("--seed", type=int, default=77)
+    m.add_argument("--minutes", type=float, default=60.0)
+    m.add_argument("--command-minutes", type=float, default=10.0)
+    m.add_argument("--snr-db", type=float, default=30.0)
+    m.add_argument("--config", default="configs/demo.yaml")
+    m.add_argument("--set", action="append", default=[], help="config override, as for ./run")
+    s = sub.add_parser("score", help="the run's detector on HOUR.wav: recall and false alarms")
+    s.add_argument("--run", required=True, help="a finished run's export folder")
+    s.add_argument("--hour", required=True, help="what make wrote (path without suffix)")
+    s.add_argument("--threshold", type=float, action="append", help="instead of the run's own (repeatable)")
+    args = ap.parse_args()
+    make(args) if args.command == "make" else score(args)
+
+
+if __name__ == "__main__":
+    main()
