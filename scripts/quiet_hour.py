@@ -3,8 +3,8 @@ check's"), and its score with a run's own detector and threshold.
 
 The hour: in the first ``--command-minutes`` (10), a command said alone after every 2-6 s of speech (one
 sentence); after that, running speech only (1-4 sentences a stretch), so most of the hour is where false
-alarms come from; a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech). The
-voices are either
+alarms come from; a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
+``--no-noise``: none). The voices are either
 - ``accents``: espeak voices that no training config uses (the unseen-voice set's ten other-language
   voices, four random variants each), saying the sentences; the commands are the unseen-voice set's
   accent clips (make it first: scripts/make_unseen_voices.py --out DIR); or
@@ -121,15 +121,23 @@ def make(args) -> None:
         if piece["kind"] == "alone" and at + len(audio) <= total:
             events.append({"label": label, "kind": "alone", "start_s": at / sr, "end_s": (at + len(audio)) / sr})
         at += len(audio) + int(piece["pause"] * sr)
-    long_audio.SNRS_DB = (args.snr_db,)  # one noise level for every 30-s block: a quiet room
-    mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+    if args.no_noise:
+        mixed = np.clip(speech, -1.0, 1.0)
+    else:
+        if not sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav")):
+            sys.exit(f"quiet_hour: no noise files in {cfg.dataset_dir / '_background_noise_'}: run the demo first, give "
+                     "its config (and --set), or pass --no-noise")
+        long_audio.SNRS_DB = (args.snr_db,)  # one noise level for every 30-s block: a quiet room
+        mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out.with_suffix(".wav"), mixed, sr)
-    out.with_suffix(".json").write_text(json.dumps({"voices": args.voices, "snr_db": args.snr_db, "seed": args.seed,
+    out.with_suffix(".json").write_text(json.dumps({"voices": args.voices, "snr_db": None if args.no_noise else args.snr_db,
+                                                    "seed": args.seed,
                                                     "skipped_unreadable_clips": skipped, "events": events}, indent=1))
     print(f"{out.with_suffix('.wav')}: {args.minutes:g} min, {len(events)} commands said alone in the first "
-          f"{args.command_minutes:g} min, {len(voices)} voices ({args.voices}), noise {args.snr_db:g} dB under the speech"
+          f"{args.command_minutes:g} min, {len(voices)} voices ({args.voices}), "
+          + ("no noise" if args.no_noise else f"noise {args.snr_db:g} dB under the speech")
           + (f", {skipped} unreadable clips skipped" if skipped else ""))
 
 
@@ -157,7 +165,8 @@ def score(args) -> None:
             seconds += len(block) / spec["sample_rate"]
             found += [SimpleNamespace(time_s=d.time_s, label=d.label) for d in detector.feed(block)]
         used, false_alarms = match_detections(found, events)
-        print(f"threshold {threshold:g}{' (the run’s)' if threshold == params.threshold else ''}: recall "
+        own = " (the run's)" if threshold == params.threshold else ""
+        print(f"threshold {threshold:g}{own}: recall "
               f"{np.mean(used):.1%} ({sum(used)}/{len(events)}), {len(false_alarms)} false alarms in "
               f"{seconds / 3600:.2f} h ({', '.join(sorted(d.label for d in false_alarms)) or 'none'})", flush=True)
 
@@ -172,7 +181,8 @@ def main() -> None:
     m.add_argument("--seed", type=int, default=77)
     m.add_argument("--minutes", type=float, default=60.0)
     m.add_argument("--command-minutes", type=float, default=10.0)
-    m.add_argument("--snr-db", type=float, default=30.0)
+    m.add_argument("--snr-db", type=float, default=30.0, help="the noise floor under the speech")
+    m.add_argument("--no-noise", action="store_true", help="digital silence between the pieces")
     m.add_argument("--config", default="configs/demo.yaml")
     m.add_argument("--set", action="append", default=[], help="config override, as for ./run")
     s = sub.add_parser("score", help="the run's detector on HOUR.wav: recall and false alarms")
