@@ -73,6 +73,8 @@ def plan(rng: np.random.Generator, voices: list[str], *, minutes: float, command
 
 
 def make(args) -> None:
+    from tqdm import tqdm
+
     from pipeline import long_audio
     from pipeline.audio import AudioError, load_audio, write_wav
     from pipeline.espeak import Espeak
@@ -83,6 +85,9 @@ def make(args) -> None:
     sr = spec.sample_rate
     rng = np.random.default_rng(args.seed)
     clips = command_clips(args, cfg)
+    if not args.no_noise and not sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav")):
+        sys.exit(f"quiet_hour: no noise files in {cfg.dataset_dir / '_background_noise_'}: run the demo first, give "
+                 "its config (and --set), or pass --no-noise")
     variants = cfg.synth.variants or Espeak().variants()
     if args.voices == "accents":
         voices = [f"{accent}+{v}" for accent in UNSEEN_ACCENTS
@@ -93,7 +98,8 @@ def make(args) -> None:
     spoken = [p for p in pieces if p["kind"] == "speech"]
     with multiprocessing.get_context("spawn").Pool(cfg.features.workers or None,
                                                    initializer=long_audio._init_worker) as pool:
-        rendered = dict(zip(map(id, spoken), pool.imap(long_audio._render, spoken, chunksize=4)))
+        rendered = dict(zip(map(id, spoken), tqdm(pool.imap(long_audio._render, spoken, chunksize=4), total=len(spoken),
+                                                  desc="quiet hour", unit="piece", leave=False)))
     total = int(args.minutes * 60 * sr)
     speech, events, at, skipped = np.zeros(total, np.float32), [], int(0.5 * sr), 0
     for piece in pieces:
@@ -124,9 +130,6 @@ def make(args) -> None:
     if args.no_noise:
         mixed = np.clip(speech, -1.0, 1.0)
     else:
-        if not sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav")):
-            sys.exit(f"quiet_hour: no noise files in {cfg.dataset_dir / '_background_noise_'}: run the demo first, give "
-                     "its config (and --set), or pass --no-noise")
         long_audio.SNRS_DB = (args.snr_db,)  # one noise level for every 30-s block: a quiet room
         mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
     out = Path(args.out)
