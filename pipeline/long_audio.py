@@ -87,6 +87,18 @@ def word_span(audio: np.ndarray, sample_rate: int) -> tuple[int, int] | None:
     return max(0, int(loud[0]) - margin), min(len(audio), int(loud[-1]) + 1 + margin)
 
 
+def word_only(audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+    """A keyword clip cut to its word (word_span), as said alone in a recording; None for a silent clip."""
+    cut = word_span(audio, sample_rate)
+    return None if cut is None else audio[cut[0]:cut[1]]
+
+
+def at_speaking_level(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A rendered piece of speech scaled to a random peak of 0.3-0.9; None when espeak gave silence."""
+    peak = float(np.abs(audio).max())
+    return None if peak < 1e-3 else audio / peak * rng.uniform(0.3, 0.9)
+
+
 def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator) -> list[dict]:
     """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase)."""
     pieces, planned, next_keyword = [], 0.0, rng.uniform(*KEYWORD_EVERY_S)
@@ -139,18 +151,15 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
             except AudioError:
                 skipped += 1
                 continue
-            cut = word_span(audio, sr)
-            if cut is None:
+            audio = word_only(audio, sr)
+            if audio is None:
                 continue
-            audio = audio[cut[0]:cut[1]]
             span = (0, len(audio))
         else:
             out = rendered[id(piece)]
-            audio, span = out["audio"], out["span"]
-            peak = float(np.abs(audio).max())
-            if peak < 1e-3:
+            audio, span = at_speaking_level(out["audio"], rng), out["span"]
+            if audio is None:
                 continue
-            audio = audio / peak * rng.uniform(0.3, 0.9)
         audio = audio[:total - at]
         speech[at:at + len(audio)] = audio
         transcript.append({"kind": piece["kind"], "start_s": round(at / sr, 3), "end_s": round((at + len(audio)) / sr, 3),
@@ -177,10 +186,10 @@ def noise_track(cfg: Config, length: int, sample_rate: int, rng: np.random.Gener
     return np.roll(np.resize(noise, length), int(rng.integers(len(noise))))
 
 
-def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator, sample_rate: int
-              ) -> tuple[np.ndarray, list[float | None]]:
+def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator, sample_rate: int,
+              snrs_db: tuple[float, ...] = SNRS_DB) -> tuple[np.ndarray, list[float | None]]:
     """(speech + noise, the SNR of each 30-s block): the noise scaled per block to an SNR drawn from
-    SNRS_DB (speech power measured over its active samples, so pauses don't make the noise louder);
+    snrs_db (default SNRS_DB; speech power measured over its active samples, so pauses don't make the noise louder);
     None for a block without noise."""
     active = np.abs(speech) > 0.01
     speech_power = float(np.mean(speech[active] ** 2)) if active.any() else 1e-4
@@ -191,7 +200,7 @@ def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator
         power = float(np.mean(part ** 2))
         snrs.append(None)
         if power > 0:
-            snrs[-1] = snr = SNRS_DB[int(rng.integers(len(SNRS_DB)))]
+            snrs[-1] = snr = snrs_db[int(rng.integers(len(snrs_db)))]
             out[start:start + block] += part * np.sqrt(speech_power / power / 10 ** (snr / 10))
     return np.clip(out, -1.0, 1.0).astype(np.float32), snrs
 

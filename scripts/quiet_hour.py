@@ -112,16 +112,11 @@ def make(args) -> None:
             except AudioError:
                 skipped += 1
                 continue
-            cut = long_audio.word_span(audio, sr)
-            if cut is None:
-                continue
-            audio = audio[cut[0]:cut[1]]
+            audio = long_audio.word_only(audio, sr)
         else:
-            audio = rendered[id(piece)]["audio"]
-            peak = float(np.abs(audio).max())
-            if peak < 1e-3:
-                continue
-            audio = audio / peak * rng.uniform(0.3, 0.9)
+            audio = long_audio.at_speaking_level(rendered[id(piece)]["audio"], rng)
+        if audio is None:
+            continue
         audio = audio[:total - at]
         speech[at:at + len(audio)] = audio
         if piece["kind"] == "alone" and at + len(audio) <= total:
@@ -130,8 +125,8 @@ def make(args) -> None:
     if args.no_noise:
         mixed = np.clip(speech, -1.0, 1.0)
     else:
-        long_audio.SNRS_DB = (args.snr_db,)  # one noise level for every 30-s block: a quiet room
-        mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+        mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr,
+                                        snrs_db=(args.snr_db,))  # one level for every 30-s block: a quiet room
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out.with_suffix(".wav"), mixed, sr)
