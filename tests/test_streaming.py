@@ -103,3 +103,58 @@ def test_verify_continuous_scores_equal_the_one_state_stream(tiny):
     together = continuous_scores(sequence_model(model, stateful_batch=2), [audio, shorter], SPEC)
     for got, alone in zip(together, (audio, shorter)):
         np.testing.assert_allclose(got, continuous_scores(sequence, [alone], SPEC)[0], atol=1e-6)
+
+
+def sounds_and_pauses(seed: int, count: int, sr: int = 16000) -> np.ndarray:
+    """Bursts of tones (0.25 s) and pauses (0.3-0.5 s) over a constant noise floor 40 dB down."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(count):
+        t = np.arange(int(0.25 * sr)) / sr
+        tone = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 3000, 3)) * np.hanning(len(t))
+        parts += [0.1 * tone, np.zeros(int(rng.uniform(0.3, 0.5) * sr))]
+    audio = np.concatenate(parts)
+    return (audio + 0.001 * rng.standard_normal(len(audio))).astype(np.float32)
+
+
+def test_pause_switch_streaming_equals_verify_chains():
+    """With the pause switch, the edge runtime runs a second state from each pause and lets it take over at
+    the next sound; verify scores each such state as a chain of frames from the zero state. Same frames
+    read, same scores; and the switch changes them (a fresh state is not the carried one)."""
+    from pipeline.continuous import continuous_scores, decisions, sequence_model, stream_logmel, switched_scores
+    from pipeline.edge.detection import ContinuousScorer, DetectionParams, switch_events
+
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = build_model(num_frames=SPEC.num_frames, n_mels=SPEC.n_mels, num_classes=3, gru_units=[5, 4], dense_units=4,
+                        dropout=0.0, mean=np.full(SPEC.n_mels, -40.0), variance=np.full(SPEC.n_mels, 400.0),
+                        use_cudnn=False)
+    for layer in model.layers:  # update gates near 1: states that remember past a pause, as trained ones do
+        if isinstance(layer, keras.layers.GRU):
+            kernel, recurrent, bias = layer.get_weights()
+            bias[..., :layer.units] += 2.0
+            layer.set_weights([kernel, recurrent, bias])
+    params = DetectionParams(design="continuous", pause_frames=8, pause_floor_frames=101)
+    step = StreamingStep(sequence_model(model, stateful_batch=1), SPEC)
+    audio = sounds_and_pauses(0, 6)
+    whole_hops, stride = len(audio) // SPEC.hop_length, 3
+    events = switch_events(np.concatenate(list(stream_logmel(audio, SPEC))), params)
+    starts = [f for f, e in events if e == "start"]
+    takeovers = [f for f, e in events if e == "take over"]
+    # a fresh state starts in each of the pauses and takes over at the next burst (the last pause has none)
+    assert len(starts) == 6 and len(takeovers) == 5
+    assert all(s < t for s, t in zip(starts, takeovers)) and all(t < s for t, s in zip(takeovers, starts[1:]))
+    loud = np.flatnonzero(np.abs(audio) > 0.02) / 16000  # where the bursts are
+    for f in takeovers:  # each takeover lies at the start of a burst: within 50 ms of its first loud sample
+        t = f * SPEC.hop_length / 16000
+        assert abs(t - loud[loud > t - 0.3].min()) <= 0.05
+    frames, expected = decisions(switched_scores(sequence_model(model), audio, SPEC, params, delay=step.geometry.delay),
+                                 stride_hops=stride, delay=step.geometry.delay, whole_hops=whole_hops)
+    scorer = ContinuousScorer(eager(step), step.geometry, stride_hops=stride, sample_rate=SPEC.sample_rate, params=params)
+    streamed = [d for k in range(whole_hops) for d in scorer.push(audio[k * SPEC.hop_length:(k + 1) * SPEC.hop_length])]
+    assert [t for t, _ in streamed] == list(frames * SPEC.hop_length / SPEC.sample_rate)
+    np.testing.assert_allclose(np.stack([s for _, s in streamed]), expected, atol=1e-5)
+    _, carried = decisions(continuous_scores(sequence_model(model, stateful_batch=1), [audio], SPEC)[0],
+                           stride_hops=stride, delay=step.geometry.delay, whole_hops=whole_hops)
+    assert np.abs(carried - expected).max() > max(1e-3, 0.2 * np.ptp(expected, axis=0).max())  # 600x the tolerance
