@@ -259,9 +259,6 @@ class ExportConfig:
     # hour, one hour's threshold rests on its one or two most confident false alarms and swings from run to
     # run; N hours rest on N or so. They are scored side by side with the test recording
     long_audio_validation_recordings: int = 1
-    # continuous design: a fresh state takes over after each pause (pipeline/edge/detection.py, PauseSwitch);
-    # false: one state, never reset
-    pause_switch: bool = True
 
 
 @dataclass(frozen=True)

@@ -248,39 +248,6 @@ def continuous_scores(model, recordings: list[np.ndarray], spec: FeatureSpec) ->
                 out[row].append(scores[row, :len(chunk)])
 
 
-def switched_scores(model, audio: np.ndarray, spec: FeatureSpec, params, *, delay: int,
-                    batch_size: int = 32) -> np.ndarray:
-    """Per-frame scores [F, C] of one recording under the pause switch (pipeline/edge/detection.py,
-    PauseSwitch), equal to the streaming detector's: every state the detector runs becomes a chain of
-    frames scored from the zero state by ``model`` (a plain ``sequence_model``), and each frame takes the
-    scores of the chain that rules it. The switch reads the frames the stream completes (all but the
-    last ``delay - 1``); a state started at frame f is fed from frame f + 1, one taking over at frame f
-    rules from frame f."""
-    from pipeline.edge.detection import switch_events
-
-    frames = np.concatenate(list(stream_logmel(audio, spec)))
-    completed = len(audio) // spec.hop_length - delay + 1
-    chains, started = [(0, 0)], None  # (first frame fed, first frame it rules)
-    for f, event in switch_events(frames[:completed], params):
-        if event == "start":
-            started = f + 1
-        else:
-            chains.append((started, f))
-    ends = [rules for _, rules in chains[1:]] + [len(frames)]
-    out = np.zeros((len(frames), model.output_shape[-1]), np.float32)
-    order = sorted(range(len(chains)), key=lambda i: ends[i] - chains[i][0])  # similar lengths batched
-    for at in range(0, len(order), batch_size):
-        rows = order[at:at + batch_size]
-        batch = np.zeros((len(rows), max(1, *(ends[i] - chains[i][0] for i in rows)), frames.shape[1]), np.float32)
-        for r, i in enumerate(rows):
-            batch[r, :ends[i] - chains[i][0]] = frames[chains[i][0]:ends[i]]
-        scores = np.asarray(model.predict_on_batch(batch))  # zero padding after a chain touches only later frames
-        for r, i in enumerate(rows):
-            (fed, rules), end = chains[i], ends[i]
-            out[rules:end] = scores[r, rules - fed:end - fed]
-    return out
-
-
 def decisions(frame_scores: np.ndarray, *, stride_hops: int, delay: int, whole_hops: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame indices, their scores) read by the continuous detector: every ``stride_hops``-th frame, among
     the frames that ``whole_hops`` hops of streaming complete (the last ``delay - 1`` frames of a recording

@@ -56,7 +56,7 @@ def stages(cfg: Config) -> list[Stage]:
               (run_dir / "model.keras", run_dir / "train_summary.json"), (run_dir / "model.keras",)),
         Stage("evaluate", "test-split metrics and plots", (),
               (run_dir / "metrics.json", run_dir / "confusion_matrix.png"), (run_dir / "metrics.json",)),
-        Stage("export", "SavedModel + TFLite variants", ("export.int8_calibration_examples", "export.pause_switch"),
+        Stage("export", "SavedModel + TFLite variants", ("export.int8_calibration_examples",),
               (run_dir / "export.json",), (run_dir / "export.json",)),
         Stage("verify", "run every artifact on the test split, long-audio detection, write manifest.json",
               ("export.long_audio_minutes", "export.long_audio_validation_recordings"), (run_dir / "manifest.json",),

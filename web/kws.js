@@ -62,8 +62,7 @@ class FloatStep { // model_streaming.tflite: hop + state -> scores + new state
   async step(state, hop) {
     this.calls++;
     const out = await runNamed(this.model, { ...state, audio_hop: hop }, this.shapes);
-    return { scores: out.scores, state: Object.fromEntries(this.stateNames.map((n) => [n, out[`new_${n}`]])),
-      logmel: out.logmel };
+    return { scores: out.scores, state: Object.fromEntries(this.stateNames.map((n) => [n, out[`new_${n}`]])) };
   }
 }
 
@@ -120,7 +119,7 @@ export function streamingVariants(manifest) {
   });
 }
 
-// The detection design a variant runs: the continuous model keeps one state (a fresh one after pauses); the 1-s models
+// The detection design a variant runs: the continuous model never resets its one state; the 1-s models
 // run the staggered states (pipeline/edge/detection.py).
 export const designOf = (variant) => (variant === 'continuous' ? 'continuous' : 'staggered');
 
@@ -168,50 +167,7 @@ export function detectionParams(manifest, variant, thresholdOverride) {
     smoothWindows: d.smooth_windows ?? 3,
     refractoryS: d.refractory_s ?? 1.0,
     threshold: thresholdOverride ?? d.threshold ?? manifest.long_audio?.threshold ?? 0.8,
-    // continuous design: a fresh state after each pause (0: one state, never reset)
-    pauseFrames: d.pause_frames ?? 0,
-    pauseQuietDb: d.pause_quiet_db ?? 6,
-    pauseOnsetDb: d.pause_onset_db ?? 15,
-    pauseLevelFrames: d.pause_level_frames ?? 5,
-    pauseFloorFrames: d.pause_floor_frames ?? 301,
   };
-}
-
-// When a fresh continuous state starts and when it takes over (PauseSwitch in pipeline/edge/detection.py),
-// read once per log-mel frame the stream completes: a frame's level is the mean over the last
-// pauseLevelFrames frames of its energy (the dB of its summed mel powers), the noise floor the lowest level
-// of the last pauseFloorFrames frames. After pauseFrames quiet frames in a row (level < floor +
-// pauseQuietDb) a fresh state starts; at the next frame over floor + pauseOnsetDb it takes over.
-export class PauseSwitch {
-  constructor(params) {
-    this.p = params;
-    this.energies = [];
-    this.levels = [];
-    this.quietRun = 0;
-    this.waiting = false;
-  }
-
-  push(logmel) { // -> 'start', 'take over' or null
-    let power = 0;
-    for (let i = 0; i < logmel.length; i++) power += Math.pow(10, logmel[i] / 10); // in order, as Python sums
-    this.energies.push(10 * Math.log10(power));
-    if (this.energies.length > this.p.pauseLevelFrames) this.energies.shift();
-    const level = this.energies.reduce((a, b) => a + b, 0) / this.energies.length;
-    this.levels.push(level);
-    if (this.levels.length > this.p.pauseFloorFrames) this.levels.shift();
-    const floor = Math.min(...this.levels);
-    let event = null;
-    if (this.waiting && level > floor + this.p.pauseOnsetDb) {
-      event = 'take over';
-      this.waiting = false;
-    }
-    this.quietRun = level < floor + this.p.pauseQuietDb ? this.quietRun + 1 : 0;
-    if (this.quietRun === this.p.pauseFrames && !this.waiting) {
-      event = 'start';
-      this.waiting = true;
-    }
-    return event;
-  }
 }
 
 // One 1-s clip, hop by hop from the zero state, then flush_hops zero hops -> the scores of the last step
@@ -233,8 +189,7 @@ export async function scoreClip(step, params, clip) {
 }
 
 // Continuous detection, one 16-kHz hop at a time; the same steps, in the same order, as pipeline/edge/detection.py.
-// params.design 'continuous': one state (a fresh one after each pause, with pauseFrames), read at every
-// stride-th log-mel frame;
+// params.design 'continuous': one state, never reset, read at every stride-th log-mel frame;
 // 'staggered': `streams` states, each reset after its window.
 export class Detector {
   constructor(step, params, labels) {
@@ -246,9 +201,6 @@ export class Detector {
     this.tail = new Float32Array(params.hop); // the 1-s model sees zeros after its clip
     // `streams` copies of the streaming state (one for the continuous design), all starting at zero
     this.states = Array.from({ length: params.design === 'continuous' ? 1 : params.streams }, () => step.zeroState());
-    // continuous design: the pause switch, and the fresh state it runs alongside until it takes over
-    this.switch = params.design === 'continuous' && params.pauseFrames > 0 ? new PauseSwitch(params) : null;
-    this.fresh = null;
     this.k = 0; // index of the next input hop
     this.recent = []; // the last smooth_windows windows' score vectors
     this.mutedUntil = -Infinity;
@@ -273,21 +225,9 @@ export class Detector {
     const k = this.k++;
     const out = await this.step.step(this.states[0], hop);
     this.states[0] = out.state;
-    const freshOut = this.fresh ? await this.step.step(this.fresh, hop) : null;
-    if (freshOut) this.fresh = freshOut.state;
     const frame = k - this.p.flushHops + 1;
-    const event = this.switch && frame >= 0 ? this.switch.push(out.logmel) : null;
-    let scores = out.scores;
-    if (event === 'start') { // from the next frame on: the same frontend buffer, zero GRU states
-      this.fresh = Object.fromEntries(Object.entries(this.states[0]).map(
-        ([name, value]) => [name, name.startsWith('gru_') ? new Float32Array(value.length) : value]));
-    } else if (event === 'take over') { // this frame's scores already come from the fresh state
-      this.states[0] = this.fresh;
-      scores = freshOut.scores;
-      this.fresh = null;
-    }
     if (frame < 0 || (frame + 1) % this.p.strideHops !== 0) return [];
-    return [{ frame, time_s: (frame * this.p.hop) / this.p.sampleRate, scores }];
+    return [{ frame, time_s: (frame * this.p.hop) / this.p.sampleRate, scores: out.scores }];
   }
 
   // staggered design: stream s starts at hop s*stride and restarts from zero after each window

@@ -4,18 +4,8 @@ manifest.json under ``detection``; ``design`` names how step 1 gets scores.
 
 1. Scores, every stride (window / streams hops: 200 ms), by one of two designs:
    - ``continuous`` (``model_continuous.tflite``, trained by pipeline/continuous.py to listen without
-     resets): one streaming state, fed every hop; at every stride-th log-mel frame its scores are read.
-     Time: that frame's centre, frame * hop / sample rate. With ``pause_frames`` > 0, a fresh state takes
-     over after each pause (``PauseSwitch``: in a room with a noise floor, a state carried through the
-     speech before a pause misses words that a fresh start finds). It reads each log-mel frame the stream
-     completes (the model's ``logmel`` output): once ``pause_frames`` frames in a row are within
-     ``pause_quiet_db`` of the noise floor, a second state starts from the next frame (the first one's
-     frontend buffer, GRU states zero) and is fed alongside; at the next frame more than
-     ``pause_onset_db`` over the floor (the next sound) it takes over, that frame's scores included. The
-     first state keeps the scores through the pause, so a word said just before it is still read out.
-     Levels: each frame's energy (the dB of its summed mel powers), averaged over the last
-     ``pause_level_frames`` frames; the floor is the lowest of those averages over the last
-     ``pause_floor_frames`` frames.
+     resets): one streaming state, never reset, fed every hop; at every stride-th log-mel frame its
+     scores are read. Time: that frame's centre, frame * hop / sample rate.
    - ``staggered`` (``model_streaming.tflite``, the 1-s model): it was trained on 1-s clips that start
      from silence, so ``streams`` states run side by side, staggered by the stride; each starts from the
      zero state, takes one window of audio hop by hop, is flushed (``Stream.flush``) to give that window's
@@ -31,7 +21,6 @@ manifest.json under ``detection``; ``design`` names how step 1 gets scores.
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -50,12 +39,6 @@ class DetectionParams:
     smooth_windows: int = 3  # decisions averaged (600 ms)
     threshold: float = 0.8  # smoothed keyword score that fires (verify tunes it on long audio)
     refractory_s: float = 1.0  # after a detection, nothing fires for this long
-    # continuous design: a fresh state after each pause (PauseSwitch); 0 = one state, never reset
-    pause_frames: int = 0
-    pause_quiet_db: float = 6.0  # a frame this close to the noise floor is quiet
-    pause_onset_db: float = 15.0  # a frame this far over the floor ends the pause
-    pause_level_frames: int = 5  # a frame's level: the mean dB energy of the last this many frames
-    pause_floor_frames: int = 301  # the noise floor: the lowest level over the last this many frames (3 s)
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "DetectionParams":
@@ -70,11 +53,6 @@ class DetectionParams:
         return {**asdict(self), "model": DESIGN_MODELS[self.design], "window_samples": window_samples,
                 "stride_samples": hops // self.streams * geometry.hop, "hop_samples": geometry.hop,
                 "flush_hops": geometry.delay, "sample_rate": sample_rate, "time": time}
-
-
-# the pause switch the export stage turns on for the continuous design (export.pause_switch): picked on the
-# validation recordings (docs/always_on.md, "A fresh state after each pause")
-PAUSE_SWITCH = {"pause_frames": 20}
 
 
 @dataclass(frozen=True)
@@ -109,69 +87,20 @@ class WindowScorer:
         return done
 
 
-class PauseSwitch:
-    """When a fresh continuous state starts and when it takes over (module docstring, step 1).
-    ``switch(logmel_frame)`` -> "start", "take over" or None, once per log-mel frame the stream completes."""
-
-    def __init__(self, params: DetectionParams):
-        self.p = params
-        self.energies = deque(maxlen=params.pause_level_frames)
-        self.levels = deque(maxlen=params.pause_floor_frames)
-        self.quiet_run = 0
-        self.waiting = False  # a fresh state runs and waits for the next sound
-
-    @staticmethod
-    def energy_db(logmel_frame: np.ndarray) -> float:
-        """The frame's energy in the model's band: the dB of its summed mel powers (summed in order, as
-        the browser and phone sketches do)."""
-        return 10.0 * math.log10(sum(10.0 ** (value / 10.0) for value in np.asarray(logmel_frame, np.float64).tolist()))
-
-    def __call__(self, logmel_frame: np.ndarray) -> str | None:
-        self.energies.append(self.energy_db(logmel_frame))
-        level = sum(self.energies) / len(self.energies)
-        self.levels.append(level)
-        floor = min(self.levels)
-        event = None
-        if self.waiting and level > floor + self.p.pause_onset_db:
-            event, self.waiting = "take over", False
-        self.quiet_run = self.quiet_run + 1 if level < floor + self.p.pause_quiet_db else 0
-        if self.quiet_run == self.p.pause_frames and not self.waiting:
-            event, self.waiting = "start", True
-        return event
-
-
-def switch_events(frames: np.ndarray, params: DetectionParams) -> list[tuple[int, str]]:
-    """[(frame index, event)] of PauseSwitch over a recording's log-mel frames (verify's offline scoring)."""
-    switch = PauseSwitch(params)
-    return [(f, event) for f, frame in enumerate(frames) if (event := switch(frame))]
-
-
 class ContinuousScorer:
-    """Step 1, continuous: one streaming state (a fresh one after each pause when ``params.pause_frames``).
-    ``push(hop)`` -> [(time_s, scores [C])] when this hop completes a log-mel frame f with (f + 1) a
-    multiple of the stride (hop k completes frame k - delay + 1; see StreamGeometry)."""
+    """Step 1, continuous: one streaming state, never reset. ``push(hop)`` -> [(time_s, scores [C])] when
+    this hop completes a log-mel frame f with (f + 1) a multiple of the stride (hop k completes frame
+    k - delay + 1; see StreamGeometry)."""
 
-    def __init__(self, step, geometry: StreamGeometry, *, stride_hops: int, sample_rate: int,
-                 params: DetectionParams | None = None):
+    def __init__(self, step, geometry: StreamGeometry, *, stride_hops: int, sample_rate: int):
         self.geometry, self.stride, self.sample_rate = geometry, stride_hops, sample_rate
         self.stream = Stream(step, geometry)
-        self.switch = PauseSwitch(params) if params and params.pause_frames > 0 else None
-        self.fresh = None  # the state started in a pause, fed alongside until it takes over
         self.hops_seen = 0
 
     def push(self, hop_audio: np.ndarray) -> list[tuple[float, np.ndarray]]:
         self.stream.push(hop_audio)
-        if self.fresh is not None:
-            self.fresh.push(hop_audio)
         frame = self.hops_seen - self.geometry.delay + 1
         self.hops_seen += 1
-        event = self.switch(self.stream.logmel) if self.switch and frame >= 0 else None
-        if event == "start":  # from the next frame on: the same frontend buffer, zero GRU states
-            self.fresh = Stream(self.stream.step, self.geometry)
-            self.fresh.state = {name: value if name not in self.geometry.gru_state_names else np.zeros_like(value)
-                                for name, value in self.stream.state.items()}
-        elif event == "take over":  # this frame's scores already come from the fresh state
-            self.stream, self.fresh = self.fresh, None
         if frame >= 0 and (frame + 1) % self.stride == 0:
             return [(frame * self.geometry.hop / self.sample_rate, self.stream.scores)]
         return []
@@ -218,7 +147,7 @@ class Detector:
                  window_samples: int, sample_rate: int):
         if params.design == "continuous":
             self.scorer = ContinuousScorer(step, geometry, stride_hops=window_samples // geometry.hop // params.streams,
-                                           sample_rate=sample_rate, params=params)
+                                           sample_rate=sample_rate)
         elif params.design == "staggered":
             self.scorer = WindowScorer(step, geometry, window_samples=window_samples, streams=params.streams,
                                        sample_rate=sample_rate)

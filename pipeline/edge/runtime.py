@@ -150,7 +150,6 @@ class Stream:
     def reset(self) -> None:
         self.state = self.geometry.zero_state()
         self.scores = None
-        self.logmel = None  # the log-mel frame of the last push, where the step gives it
 
     def push(self, hop_audio: np.ndarray) -> None:
         """Feed one hop [hop] float32 PCM; the state advances and ``scores`` holds the latest scores."""
@@ -158,7 +157,6 @@ class Stream:
         self.state = {name: np.asarray(out[f"new_{name}"]) for name in self.state}
         if out["scores"] is not None:
             self.scores = np.asarray(out["scores"])[0]
-        self.logmel = np.asarray(out["logmel"])[0] if out.get("logmel") is not None else None
 
     def flush(self) -> np.ndarray:
         """The scores of everything pushed so far as one window: ``delay`` zero hops complete its last

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.audio import AudioError
 from pipeline.config import Config
 from pipeline.dataset import load_clip, load_split, load_stats, read_rows
-from pipeline.edge.detection import PAUSE_SWITCH, DetectionParams
+from pipeline.edge.detection import DetectionParams
 from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel, stream_clip
 from pipeline.errors import StageError
 from pipeline.feature_spec import FeatureSpec
@@ -169,9 +169,7 @@ class StreamingStep:
         front = self.frontend(audio_hop, buffer, warmup)
         net = self.network(front["logmel"], **states)
         ready = front["ready"]
-        # logmel: the frame this hop completed (when ready), which the continuous detector's pause switch reads
-        outputs = {"new_buffer": front["new_buffer"], "new_warmup": front["new_warmup"], "scores": net["scores"],
-                   "logmel": front["logmel"]}
+        outputs = {"new_buffer": front["new_buffer"], "new_warmup": front["new_warmup"], "scores": net["scores"]}
         for name in self.state_names:  # a hop that completes no frame leaves the GRU states alone
             outputs[f"new_{name}"] = ready * net[f"new_{name}"] + (1.0 - ready) * states[name]
         return outputs
@@ -272,8 +270,8 @@ def run(cfg: Config) -> Path:
     step = StreamingStep(model, spec)
     step_specs = step.input_specs()
     stream_io = {"inputs": {name: list(s.shape) for name, s in step_specs.items()},
-                 "outputs": {"scores": [1, len(cfg.labels)], "logmel": [1, spec.n_mels],
-                             **{f"new_{n}": list(s.shape) for n, s in step_specs.items() if n != "audio_hop"}},
+                 "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in step_specs.items()
+                                                               if n != "audio_hop"}},
                  "hop_samples": step.hop, "flush_hops": step.delay,
                  "usage": "start from all-zero state; per hop feed audio_hop and the previous call's new_* outputs "
                           "as the state inputs; scores after a clip plus flush_hops zero hops equal the 1-s model's"}
@@ -310,10 +308,9 @@ def run(cfg: Config) -> Path:
         continuous = StreamingStep(keras.models.load_model(run_dir / "model_continuous.keras", compile=False), spec)
         convert_tflite(continuous.model, continuous.tf_fn(), [step_specs], out / "model_continuous.tflite")
         add("tflite", "continuous", "audio", "model_continuous.tflite",
-            io={**stream_io, "usage": "the continuous detector's model: start from all-zero state; per hop feed "
-                                      "audio_hop and the previous call's new_* outputs; scores are those of the last "
-                                      "completed log-mel frame, logmel that frame (the pause switch reads it; "
-                                      "manifest detection)"})
+            io={**stream_io, "usage": "the continuous detector's model: start from all-zero state and never reset it; "
+                                      "per hop feed audio_hop and the previous call's new_* outputs; scores are "
+                                      "those of the last completed log-mel frame (manifest detection)"})
 
     (out / "labels.txt").write_text("".join(label + "\n" for label in cfg.labels))
     manifest = {
@@ -322,8 +319,7 @@ def run(cfg: Config) -> Path:
         "model": json.loads((run_dir / "train_summary.json").read_text()).get("model_args", {}),
         "parameters": int(model.count_params()), "artifacts": artifacts, "config": cfg.to_dict(),
         # the default detection parameters; verify tunes the threshold on long audio
-        "detection": DetectionParams(design=design, **(PAUSE_SWITCH if design == "continuous" and cfg.export.pause_switch
-                                                        else {})).to_manifest(geometry=step.geometry, window_samples=spec.clip_samples,
+        "detection": DetectionParams(design=design).to_manifest(geometry=step.geometry, window_samples=spec.clip_samples,
                                                                 sample_rate=spec.sample_rate),
     }
     (out / "export.json").write_text(json.dumps(manifest, indent=1))

@@ -380,17 +380,12 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     if params.design == "continuous":  # one state through each whole recording, as the edge runtime runs it
         import keras
 
-        from pipeline.continuous import continuous_scores, decisions, sequence_model, switched_scores
+        from pipeline.continuous import continuous_scores, decisions, sequence_model
 
-        trained = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
+        model = sequence_model(keras.models.load_model(run_dir / "model_continuous.keras", compile=False),
+                               stateful_batch=len(made))
+        frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
         delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay
-        if params.pause_frames > 0:  # a fresh state after each pause: chains of frames, recording by recording
-            model = sequence_model(trained)
-            frame_scores = {name: switched_scores(model, audio, spec, params, delay=delay)
-                            for name, (audio, _, _) in made.items()}
-        else:  # one state each, the recordings side by side
-            model = sequence_model(trained, stateful_batch=len(made))
-            frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
     detected = {}  # name: join_recordings' part of it (each recording from a fresh detector)
     for name, (audio, events, info) in made.items():
         if params.design == "continuous":
