@@ -140,11 +140,8 @@ def make(args) -> None:
 
 
 def score(args) -> None:
-    from dataclasses import replace
-    from types import SimpleNamespace
-
     from pipeline.audio import audio_blocks
-    from pipeline.edge.detection import DESIGN_MODELS, DetectionParams, Detector
+    from pipeline.edge.detection import DESIGN_MODELS, DetectionParams, Detector, pick_detections
     from pipeline.edge.run_folder import RunFolder
     from pipeline.stages.verify import match_detections
 
@@ -154,14 +151,20 @@ def score(args) -> None:
     params = DetectionParams.from_manifest(run.manifest)
     art = run.artifact(run.path / run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design]))
     spec = run.feature_spec
-    seconds = 0.0
+    # steps 1-3 of the detector once (their output does not depend on the threshold), step 4 per threshold:
+    # pick_detections replays the detector's Picker on the same smoothed windows
+    detector = Detector(run.streaming_step(art), run.geometry, run.labels, params,
+                        window_samples=spec["clip_samples"], sample_rate=spec["sample_rate"])
+    times, smoothed, seconds = [], [], 0.0
+    for block in audio_blocks(str(hour.with_suffix(".wav")), sample_rate=spec["sample_rate"]):
+        seconds += len(block) / spec["sample_rate"]
+        for time_s, row in detector.windows(block):
+            times.append(time_s)
+            smoothed.append(row)
+    smoothed = np.asarray(smoothed).reshape(len(times), len(run.labels))
     for threshold in args.threshold or [params.threshold]:
-        detector = Detector(run.streaming_step(art), run.geometry, run.labels, replace(params, threshold=threshold),
-                            window_samples=spec["clip_samples"], sample_rate=spec["sample_rate"])
-        found, seconds = [], 0.0
-        for block in audio_blocks(str(hour.with_suffix(".wav")), sample_rate=spec["sample_rate"]):
-            seconds += len(block) / spec["sample_rate"]
-            found += [SimpleNamespace(time_s=d.time_s, label=d.label) for d in detector.feed(block)]
+        found = pick_detections(np.asarray(times), smoothed, run.labels, threshold=threshold,
+                                refractory_s=params.refractory_s)
         used, false_alarms = match_detections(found, events)
         own = " (the run's)" if threshold == params.threshold else ""
         print(f"threshold {threshold:g}{own}: recall "
