@@ -222,6 +222,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     patience: int = 8  # early stopping on validation accuracy
+    # > 0: validate, checkpoint and export an exponential moving average of the weights (Polyak averaging)
+    # with this momentum per step, in the 1-s training and its hard-negative epochs. 0 = the raw weights
+    ema_momentum: float = 0.0
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"  # multi_worker reads TF_CONFIG
     cpu_devices: int = 0  # > 0: split the CPU into this many logical devices (data-parallel tests without GPUs)
     mixed_precision: bool = False
@@ -478,6 +481,7 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "0 <= dropout < 1")
     require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, ">= 1")
     require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, ">= 1")
+    require(0 <= cfg.train.ema_momentum < 1, "train.ema_momentum", cfg.train.ema_momentum, "0 (off) <= momentum < 1")
     clash = cfg.synth.training_only_words & (set(cfg.synth.unknown_words) | set(COMMAND_WORDS))
     require(not clash, "synth.training_unknown_words", sorted(clash),
             "no command word or synth.unknown_words word (they would leave the held-out splits)")

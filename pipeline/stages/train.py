@@ -186,6 +186,19 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, epochs: int, steps_pe
     return history
 
 
+def ema_options(t) -> dict:
+    """Optimizer arguments for ``train.ema_momentum`` (none when it is 0)."""
+    return {"use_ema": True, "ema_momentum": t.ema_momentum} if t.ema_momentum > 0 else {}
+
+
+def ema_callbacks(t) -> list:
+    """With ``train.ema_momentum``: swap the averaged weights in for validation and for the callbacks after
+    this one at each epoch's end (checkpoint, early stopping), and the raw ones back for the next epoch."""
+    import keras
+
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if t.ema_momentum > 0 else []
+
+
 def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_train, y_train, rows_train, val_ds,
                                 augment: dict, stats: dict, *, jit: bool) -> dict:
     """Mine hard negatives with the best model so far, then train on the cache plus them as ``_unknown_``
@@ -209,10 +222,11 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
     steps = int(np.ceil((len(y_train) + len(mined_x)) / t.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=t.learning_rate / 10,
                                                       decay_steps=steps * t.hard_negative_epochs, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay),
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema_options(t)),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing), metrics=["accuracy"],
                   jit_compile=jit)
-    callbacks = [keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
+    callbacks = [*ema_callbacks(t),
+                 keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
                  keras.callbacks.CSVLogger(str(work / "history.csv"), append=True)]
     report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, callbacks=callbacks,
                                   verbose=1 if os.isatty(1) else 2).history
@@ -267,7 +281,8 @@ def run(cfg: Config) -> Path:
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
             warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay,
+                                           **(ema_options(t) if t.distribute != "multi_worker" else {}))
         if t.mixed_precision:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer,
@@ -277,8 +292,11 @@ def run(cfg: Config) -> Path:
     resolver = getattr(strategy, "cluster_resolver", None)
     work = run_dir / ("train.partial" if is_chief(strategy) else f"train.partial.{resolver.task_type}{resolver.task_id}")
     work.mkdir(exist_ok=True)
+    if t.ema_momentum > 0 and t.distribute == "multi_worker":
+        print("train: train.ema_momentum ignored under train.distribute=multi_worker (its custom loop has no EMA swap)")
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(work / "backup")),
+        keras.callbacks.BackupAndRestore(str(work / "backup")),  # before the EMA swap: it backs up the raw weights
+        *ema_callbacks(t),  # before the checkpoint and early stopping, so that they see the averaged weights
         keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=t.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
