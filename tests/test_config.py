@@ -61,6 +61,7 @@ def test_wrong_type_is_an_error_naming_the_key(override, key):
     ("task.labels=20", "task.labels"),
     ("features.shard=3/2", "features.shard"),
     ("features.fmax=9000", "features.fmax"),
+    ("train.ema_momentum=1.0", "train.ema_momentum"),
 ])
 def test_out_of_range_is_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -106,3 +106,35 @@ def test_the_training_dataset_draws_extra_examples_alongside_the_cache():
     x, y = np.concatenate(xs), np.concatenate(ys).argmax(1)
     assert len(x) == 5 and sorted(y.tolist()) == [0, 0, 1, 2, 2]
     assert np.all(x[y == 2] == 7) and set(np.unique(x[y != 2])) <= {0.0, 1.0}
+
+
+def test_ema_checkpoint_holds_the_averaged_weights_and_training_goes_on_from_the_raw_ones(tmp_path):
+    """train.ema_momentum: the best-epoch checkpoint must hold the moving average (what validation scored),
+    while the next epoch trains on from the raw weights."""
+    from types import SimpleNamespace
+
+    from pipeline.stages.train import ema_callbacks, ema_options
+
+    t = SimpleNamespace(ema_momentum=0.9)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 5, 3)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 3, 64), 3)
+    model = build_model(num_frames=5, n_mels=3, num_classes=3, gru_units=[4, 4], dense_units=4, dropout=0.0)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=0.05, **ema_options(t)), loss="categorical_crossentropy")
+    saved, resumed = [], []
+
+    class Snapshot(keras.callbacks.Callback):  # stands where ModelCheckpoint stands: after the swap
+        def on_epoch_end(self, epoch, logs=None):
+            saved.append([w.copy() for w in self.model.get_weights()])
+
+        def on_epoch_begin(self, epoch, logs=None):
+            resumed.append([w.copy() for w in self.model.get_weights()])
+
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[*ema_callbacks(t), Snapshot()])
+    averages = [np.asarray(v) for v in model.optimizer._model_variables_moving_average]
+    trainable = {id(v) for v in model.trainable_variables}
+    at_end = [w for w, v in zip(saved[-1], model.weights) if id(v) in trainable]
+    for got, want in zip(at_end, averages):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    # epoch 2 starts from epoch 1's raw weights, not from the average that was checkpointed
+    assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(saved[0], resumed[1]))
+    assert ema_options(SimpleNamespace(ema_momentum=0.0)) == {} and ema_callbacks(SimpleNamespace(ema_momentum=0.0)) == []
