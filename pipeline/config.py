@@ -247,6 +247,9 @@ class TrainConfig:
     continuous_epochs: int = 3
     continuous_seconds: float = 2.5
     continuous_learning_rate: float = 1e-3
+    # the loss weight of the frames where a keyword is due (from the word's end for LABEL_S), against 1 for every
+    # other frame. They are ~13% of the frames, so at 1 the frame prior leans on _unknown_
+    continuous_keyword_weight: float = 1.0
     # 128: half the steps of 64 on CPU, ~30% less time. More steps (batch 64, more sequences) moved the always-on
     # curve on one trained base and not on another (docs/always_on.md, "More optimizer steps ...")
     continuous_batch_size: int = 128
@@ -489,6 +492,8 @@ def _check_ranges(cfg: Config) -> None:
             cfg.synth.training_unknown_per_speaker, ">= 0")
     require(cfg.train.continuous_sequences >= 0, "train.continuous_sequences", cfg.train.continuous_sequences, ">= 0")
     require(cfg.train.continuous_epochs >= 1, "train.continuous_epochs", cfg.train.continuous_epochs, ">= 1")
+    require(cfg.train.continuous_keyword_weight > 0, "train.continuous_keyword_weight",
+            cfg.train.continuous_keyword_weight, "> 0")
     require(cfg.train.continuous_batch_size >= 1, "train.continuous_batch_size", cfg.train.continuous_batch_size, ">= 1")
     require(1.5 <= cfg.train.continuous_seconds <= 10, "train.continuous_seconds", cfg.train.continuous_seconds,
             "1.5..10 (a word and the time after it)")

@@ -10,8 +10,8 @@ resets (docs/always_on.md has the comparison that chose it):
    command said alone, up to one said in a phrase); in PHRASE of the keyword rows, a whole carrier phrase
    of a training speaker (synth ``_phrases_/``) in place of the clip, the command word inside running
    speech as people say it; background noise at -5 to 30 dB SNR. Frame targets: the
-   keyword from its end to LABEL_S after it, nothing (weight 0) while it is being said, ``_unknown_``
-   (``_silence_`` for silence rows) everywhere else.
+   keyword from its end to LABEL_S after it (weight ``train.continuous_keyword_weight``), nothing
+   (weight 0) while it is being said, ``_unknown_`` (``_silence_`` for silence rows) everywhere else.
 2. The model: the 1-s architecture with every GRU returning sequences and the dense head applied to every
    frame (``sequence_model``), started from the trained 1-s weights. The layers and weights are the 1-s
    model's, so the streaming step of the export stage runs it unchanged: one hop in, scores out.
@@ -179,6 +179,12 @@ def sequence_model(one_second, *, stateful_batch: int | None = None):
     return model
 
 
+def keyword_weighted(weights: np.ndarray, targets: np.ndarray, labels: list[str], factor: float) -> np.ndarray:
+    """Frame weights with the frames where a keyword is due multiplied by ``factor``."""
+    keyword = ~np.isin(targets, [labels.index(UNKNOWN_LABEL), labels.index(SILENCE_LABEL)])
+    return weights * np.where(keyword, np.float32(factor), np.float32(1.0))
+
+
 def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None):
     """The continuous model: ``train.continuous_sequences`` training sequences, ``train.continuous_epochs``
     epochs from the 1-s weights. Returns (model, report)."""
@@ -192,6 +198,7 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     vx, vy, vw = build_sequences(cfg, spec, labels, "validation", max(64, t.continuous_sequences // 10),
                                  seconds=t.continuous_seconds, seed=cfg.run.seed, workers=workers)
     built_s = time.time() - t0
+    w, vw = keyword_weighted(w, y, labels, t.continuous_keyword_weight), keyword_weighted(vw, vy, labels, t.continuous_keyword_weight)
     model = sequence_model(one_second)
     batch = t.continuous_batch_size
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
@@ -201,7 +208,7 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=t.continuous_epochs, batch_size=batch,
                         validation_data=(vx.astype(np.float32), vy, vw), verbose=2).history
     report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,
-              "epochs": t.continuous_epochs, "build_s": round(built_s, 1), "train_s": round(time.time() - t0 - built_s, 1),
+              "epochs": t.continuous_epochs, "keyword_weight": t.continuous_keyword_weight, "build_s": round(built_s, 1), "train_s": round(time.time() - t0 - built_s, 1),
               "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
               "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
     return model, report

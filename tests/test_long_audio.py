@@ -105,6 +105,16 @@ def test_the_continuous_design_sees_the_same_log_mel_frames_chunk_by_chunk():
     np.testing.assert_allclose(chunked, whole, atol=1e-3)  # dB; float32 rounding differs by pass grouping only
 
 
+def test_continuous_training_weighs_only_the_frames_where_a_keyword_is_due():
+    from pipeline.continuous import keyword_weighted
+
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    targets = np.array([[1, 1, 2, 2, 1], [0, 0, 3, 1, 1]])
+    weights = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 0]], np.float32)  # 0: the word is being said
+    np.testing.assert_array_equal(keyword_weighted(weights, targets, labels, 2.5),
+                                  [[1, 0, 2.5, 2.5, 1], [1, 1, 2.5, 1, 0]])
+
+
 def test_validation_recordings_join_into_one_longer_recording():
     from pipeline.config import load_config
     from pipeline.long_audio import recording_names
