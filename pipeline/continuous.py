@@ -198,7 +198,8 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     vx, vy, vw = build_sequences(cfg, spec, labels, "validation", max(64, t.continuous_sequences // 10),
                                  seconds=t.continuous_seconds, seed=cfg.run.seed, workers=workers)
     built_s = time.time() - t0
-    w, vw = keyword_weighted(w, y, labels, t.continuous_keyword_weight), keyword_weighted(vw, vy, labels, t.continuous_keyword_weight)
+    factor = t.continuous_keyword_weight  # the keyword frames' loss weight (the validation loss is weighed alike)
+    w, vw = keyword_weighted(w, y, labels, factor), keyword_weighted(vw, vy, labels, factor)
     model = sequence_model(one_second)
     batch = t.continuous_batch_size
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
@@ -208,7 +209,8 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=t.continuous_epochs, batch_size=batch,
                         validation_data=(vx.astype(np.float32), vy, vw), verbose=2).history
     report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,
-              "epochs": t.continuous_epochs, "keyword_weight": t.continuous_keyword_weight, "build_s": round(built_s, 1), "train_s": round(time.time() - t0 - built_s, 1),
+              "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1),
+              "train_s": round(time.time() - t0 - built_s, 1),
               "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
               "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
     return model, report
