@@ -108,14 +108,14 @@ def test_the_training_dataset_draws_extra_examples_alongside_the_cache():
     assert np.all(x[y == 2] == 7) and set(np.unique(x[y != 2])) <= {0.0, 1.0}
 
 
-def test_ema_checkpoint_holds_the_averaged_weights_and_training_goes_on_from_the_raw_ones(tmp_path):
+def test_ema_checkpoint_holds_the_averaged_weights_and_training_goes_on_from_the_raw_ones():
     """train.ema_momentum: the best-epoch checkpoint must hold the moving average (what validation scored),
     while the next epoch trains on from the raw weights."""
     from types import SimpleNamespace
 
     from pipeline.stages.train import ema_callbacks, ema_options
 
-    t = SimpleNamespace(ema_momentum=0.9)
+    t = SimpleNamespace(ema_momentum=0.9, distribute="none")
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((64, 5, 3)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 3, 64), 3)
     model = build_model(num_frames=5, n_mels=3, num_classes=3, gru_units=[4, 4], dense_units=4, dropout=0.0)
@@ -137,4 +137,5 @@ def test_ema_checkpoint_holds_the_averaged_weights_and_training_goes_on_from_the
         np.testing.assert_allclose(got, want, atol=1e-6)
     # epoch 2 starts from epoch 1's raw weights, not from the average that was checkpointed
     assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(saved[0], resumed[1]))
-    assert ema_options(SimpleNamespace(ema_momentum=0.0)) == {} and ema_callbacks(SimpleNamespace(ema_momentum=0.0)) == []
+    assert ema_options(SimpleNamespace(ema_momentum=0.0, distribute="none")) == {}
+    assert ema_callbacks(SimpleNamespace(ema_momentum=0.0)) == []

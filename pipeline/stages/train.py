@@ -187,8 +187,10 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, epochs: int, steps_pe
 
 
 def ema_options(t) -> dict:
-    """Optimizer arguments for ``train.ema_momentum`` (none when it is 0)."""
-    return {"use_ema": True, "ema_momentum": t.ema_momentum} if t.ema_momentum > 0 else {}
+    """Optimizer arguments for ``train.ema_momentum`` (none when it is 0, or under multi_worker: its custom
+    loop has no EMA swap)."""
+    on = t.ema_momentum > 0 and t.distribute != "multi_worker"
+    return {"use_ema": True, "ema_momentum": t.ema_momentum} if on else {}
 
 
 def ema_callbacks(t) -> list:
@@ -281,8 +283,7 @@ def run(cfg: Config) -> Path:
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
             warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay,
-                                           **(ema_options(t) if t.distribute != "multi_worker" else {}))
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema_options(t))
         if t.mixed_precision:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer,
