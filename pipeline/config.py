@@ -253,6 +253,12 @@ class TrainConfig:
     # 128: half the steps of 64 on CPU, ~30% less time. More steps (batch 64, more sequences) moved the always-on
     # curve on one trained base and not on another (docs/always_on.md, "More optimizer steps ...")
     continuous_batch_size: int = 128
+    # Hard negatives for the continuous design: after its epochs, the training speakers' running speech goes
+    # through its never-reset state; each place where a keyword's frame score reaches the threshold gives this
+    # many _unknown_ sequences around it, and training goes on over all sequences for this many epochs. 0 = off
+    continuous_hard_negative_epochs: int = 0
+    continuous_hard_negative_threshold: float = 0.1
+    continuous_hard_negative_copies: int = 6
 
 
 @dataclass(frozen=True)
@@ -494,6 +500,12 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.train.continuous_epochs >= 1, "train.continuous_epochs", cfg.train.continuous_epochs, ">= 1")
     require(cfg.train.continuous_keyword_weight > 0, "train.continuous_keyword_weight",
             cfg.train.continuous_keyword_weight, "> 0")
+    require(cfg.train.continuous_hard_negative_epochs >= 0, "train.continuous_hard_negative_epochs",
+            cfg.train.continuous_hard_negative_epochs, ">= 0 (0 = off)")
+    require(0 < cfg.train.continuous_hard_negative_threshold < 1, "train.continuous_hard_negative_threshold",
+            cfg.train.continuous_hard_negative_threshold, "0 < threshold < 1")
+    require(cfg.train.continuous_hard_negative_copies >= 1, "train.continuous_hard_negative_copies",
+            cfg.train.continuous_hard_negative_copies, ">= 1")
     require(cfg.train.continuous_batch_size >= 1, "train.continuous_batch_size", cfg.train.continuous_batch_size, ">= 1")
     require(1.5 <= cfg.train.continuous_seconds <= 10, "train.continuous_seconds", cfg.train.continuous_seconds,
             "1.5..10 (a word and the time after it)")

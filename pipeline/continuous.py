@@ -15,7 +15,10 @@ resets (docs/always_on.md has the comparison that chose it):
 2. The model: the 1-s architecture with every GRU returning sequences and the dense head applied to every
    frame (``sequence_model``), started from the trained 1-s weights. The layers and weights are the 1-s
    model's, so the streaming step of the export stage runs it unchanged: one hop in, scores out.
-3. Scoring: the whole recording through one state, in chunks (``continuous_scores``); the detector reads
+3. Hard negatives (``train.continuous_hard_negative_epochs``): the training speakers' running speech goes
+   through the trained model's never-reset state; sequences of that speech around each place where a keyword
+   fires become ``_unknown_`` examples, and training goes on over old and new sequences.
+4. Scoring: the whole recording through one state, in chunks (``continuous_scores``); the detector reads
    a decision every stride of frames.
 """
 from __future__ import annotations
@@ -43,6 +46,9 @@ WORD_END = (0.35, 0.92)  # where in the sequence the word ends (share of its len
 SNR_DB = (-5.0, 30.0)  # from 5 dB: 2.7-3.3 points more commands said alone found on validation at the same false
 # alarms, in three pairs of trainings on two trained bases; -10 dB added nothing (docs/always_on.md)
 NOISE_PROBABILITY = 0.8
+STREAMS = 16  # the training speech is scored as this many long streams side by side (one batch row each)
+MINE_SPACING_S = 1.0  # one mined place per second at most: a false fire lasts several frames
+HARD_NEGATIVE_LR_SCALE = 0.3  # the further epochs start from this share of the learning rate: they refine
 
 
 # ---- training sequences (worker processes) ------------------------------------------------------
@@ -187,9 +193,9 @@ def keyword_weighted(weights: np.ndarray, targets: np.ndarray, labels: list[str]
 
 def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None):
     """The continuous model: ``train.continuous_sequences`` training sequences, ``train.continuous_epochs``
-    epochs from the 1-s weights. Returns (model, report)."""
-    import keras
-
+    epochs from the 1-s weights; then, with ``train.continuous_hard_negative_epochs``, the places where it
+    fires on the training speakers' running speech join as ``_unknown_`` sequences and training goes on.
+    Returns (model, report)."""
     t = cfg.train
     workers = workers or multiprocessing.cpu_count()
     t0 = time.time()
@@ -201,19 +207,113 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     factor = t.continuous_keyword_weight  # the keyword frames' loss weight (the validation loss is weighed alike)
     w, vw = keyword_weighted(w, y, labels, factor), keyword_weighted(vw, vy, labels, factor)
     model = sequence_model(one_second)
-    batch = t.continuous_batch_size
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        t.continuous_learning_rate, decay_steps=t.continuous_epochs * (len(x) // batch + 1), alpha=0.05)),
-        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"],
-        jit_compile=False)  # XLA on CPU: 2.5x slower over 250-frame sequences (51 against 21 s an epoch, demo)
-    history = model.fit(x.astype(np.float32), y, sample_weight=w, epochs=t.continuous_epochs, batch_size=batch,
-                        validation_data=(vx.astype(np.float32), vy, vw), verbose=2).history
+    validation = (vx.astype(np.float32), vy, vw)
+    history = _fit(model, x, y, w, validation, learning_rate=t.continuous_learning_rate, epochs=t.continuous_epochs,
+                   batch=t.continuous_batch_size)
     report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,
               "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1),
               "train_s": round(time.time() - t0 - built_s, 1),
               "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
               "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
+    speech = training_speech(cfg)
+    if t.continuous_hard_negative_epochs and speech:
+        t1 = time.time()
+        seed = [cfg.run.seed, 3]
+        streams = speech_streams(speech, spec.sample_rate, seed=seed)
+        spots = false_fires(model, streams, spec, labels, threshold=t.continuous_hard_negative_threshold)
+        mx, my, mw = negative_sequences(cfg, spec, labels, streams, spots, copies=t.continuous_hard_negative_copies,
+                                        seed=seed)
+        hours = sum(len(s) for s in streams) / spec.sample_rate / 3600
+        del streams
+        print(f"train: continuous design, {len(spots)} places in {hours:.1f} h of training speakers' speech where a "
+              f"keyword scores >= {t.continuous_hard_negative_threshold:g}: {len(mx)} _unknown_ sequences around them, "
+              f"{t.continuous_hard_negative_epochs} more epoch(s) over all", flush=True)
+        history = _fit(model, np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw]), validation,
+                       learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
+                       epochs=t.continuous_hard_negative_epochs, batch=t.continuous_batch_size)
+        report["hard_negatives"] = {
+            "speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": len(spots),
+            "sequences": int(len(mx)), "epochs": t.continuous_hard_negative_epochs, "seconds": round(time.time() - t1, 1),
+            "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
+            "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
     return model, report
+
+
+def _fit(model, x, y, w, validation, *, learning_rate: float, epochs: int, batch: int) -> dict:
+    """Frame-weighted training with a cosine-decayed Adam; the history's dict."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=epochs * (len(x) // batch + 1), alpha=0.05)),
+        loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"],
+        jit_compile=False)  # XLA on CPU: 2.5x slower over 250-frame sequences (51 against 21 s an epoch, demo)
+    return model.fit(x.astype(np.float32), y, sample_weight=w, epochs=epochs, batch_size=batch,
+                     validation_data=validation, verbose=2).history
+
+
+# ---- hard negatives from running speech -----------------------------------------------------------
+
+def speech_streams(files: list[str], sample_rate: int, *, seed, count: int = STREAMS) -> list[np.ndarray]:
+    """The running-speech files in a random order, dealt into ``count`` long streams with 0.2-0.8 s of
+    silence between utterances (one batch row each when scored). A file that can't be read is skipped."""
+    rng = np.random.default_rng(seed)
+    streams: list[list[np.ndarray]] = [[] for _ in range(count)]
+    for i, k in enumerate(rng.permutation(len(files))):
+        try:
+            audio = load_audio(files[k], sample_rate=sample_rate)
+        except AudioError:
+            continue
+        streams[i % count] += [audio, np.zeros(int(rng.uniform(0.2, 0.8) * sample_rate), np.float32)]
+    return [np.concatenate(s) for s in streams if s]
+
+
+def false_fires(model, streams: list[np.ndarray], spec: FeatureSpec, labels: list[str], *,
+                threshold: float) -> list[tuple[int, int]]:
+    """(stream, frame) of each place where the continuous model fires (``fire_places``) on speech that holds no
+    command word. The streams go through one never-reset state each, as the detector hears speech."""
+    stateful = sequence_model(model, stateful_batch=len(streams))
+    spacing = int(MINE_SPACING_S * spec.sample_rate / spec.hop_length)
+    return [(stream, frame) for stream, frame_scores in enumerate(continuous_scores(stateful, streams, spec))
+            for frame in fire_places(frame_scores, labels, threshold=threshold, spacing=spacing)]
+
+
+def fire_places(frame_scores: np.ndarray, labels: list[str], *, threshold: float, spacing: int) -> list[int]:
+    """The frames where a keyword's score reaches ``threshold``: the first such frame, then none for
+    ``spacing`` frames (a false fire spans several frames)."""
+    keywords = [i for i, label in enumerate(labels) if label not in (UNKNOWN_LABEL, SILENCE_LABEL)]
+    places, last = [], -spacing
+    for frame in np.flatnonzero(frame_scores[:, keywords].max(axis=1) >= threshold):
+        if frame - last >= spacing:
+            places.append(int(frame))
+            last = frame
+    return places
+
+
+def negative_sequences(cfg, spec: FeatureSpec, labels: list[str], streams: list[np.ndarray],
+                       spots: list[tuple[int, int]], *, copies: int, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``copies`` training sequences around each mined place: the stream's speech with the place where a word's
+    end would be (WORD_END), noise as in make_sequence, ``_unknown_`` at every frame."""
+    sr, length = spec.sample_rate, int(cfg.train.continuous_seconds * spec.sample_rate)
+    rng = np.random.default_rng([*seed, 1])
+    noise = [noise_audio(str(p), sr) for p in sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav"))]
+    frames = 1 + length // spec.hop_length
+    feats = []
+    for stream, frame in spots:
+        audio = streams[stream]
+        for _ in range(copies):
+            start = frame * spec.hop_length - int(rng.uniform(*WORD_END) * length)
+            canvas = np.zeros(length, np.float32)
+            lo, hi = max(0, start), min(len(audio), start + length)
+            canvas[lo - start:hi - start] = audio[lo:hi]
+            if noise and rng.random() < NOISE_PROBABILITY:
+                canvas = add_noise(canvas, rng=rng, noise=noise, snr_db=rng.uniform(*SNR_DB), sample_rate=sr)
+            canvas = np.clip(canvas, -1.0, 1.0).astype(np.float32)
+            feats.append(logmel(canvas, dataclasses.replace(spec, clip_samples=length)).astype(np.float16))
+    if not feats:
+        return (np.zeros((0, frames, spec.n_mels), np.float16), np.zeros((0, frames), np.int32),
+                np.zeros((0, frames), np.float32))
+    return (np.stack(feats), np.full((len(feats), frames), labels.index(UNKNOWN_LABEL), np.int32),
+            np.ones((len(feats), frames), np.float32))
 
 
 # ---- scoring long audio -------------------------------------------------------------------------

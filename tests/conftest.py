@@ -20,6 +20,7 @@ TINY = [
     "train.hard_negative_epochs=0",  # tests/test_end_to_end.py runs it on its own
     "train.continuous_sequences=200",  # the continuous design, as the demo trains it, but small
     "train.continuous_epochs=1",
+    "train.continuous_hard_negative_epochs=1",  # and its hard negatives from running speech
     "synth.noise_seconds=5",
     "task.validation_percentage=20",
     "task.testing_percentage=20",

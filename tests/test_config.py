@@ -62,6 +62,8 @@ def test_wrong_type_is_an_error_naming_the_key(override, key):
     ("features.shard=3/2", "features.shard"),
     ("features.fmax=9000", "features.fmax"),
     ("train.ema_momentum=1.0", "train.ema_momentum"),
+    ("train.continuous_hard_negative_threshold=1.0", "train.continuous_hard_negative_threshold"),
+    ("train.continuous_hard_negative_copies=0", "train.continuous_hard_negative_copies"),
 ])
 def test_out_of_range_is_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

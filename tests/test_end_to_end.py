@@ -166,7 +166,10 @@ def test_changing_a_training_key_reruns_train_and_later_stages_only(tiny_run):
     features_stats = next((tmp / "data").glob("*_features_*/stats.json"))
     stats_mtime = features_stats.stat().st_mtime_ns
     model_mtime = (run_dir / "model.keras").stat().st_mtime_ns
-    assert json.loads((run_dir / "train_summary.json").read_text())["continuous"]["sequences"] > 100
+    continuous = json.loads((run_dir / "train_summary.json").read_text())["continuous"]
+    assert continuous["sequences"] > 100
+    mined = continuous["hard_negatives"]  # places where the trained state fired on speech, 6 sequences each
+    assert mined["speech_hours"] > 0 and mined["sequences"] == 6 * mined["places"]
     # one epoch, and the continuous design off: the run falls back to the staggered design
     result = cli("all", tmp=tmp, extra=["train.epochs=1", "train.continuous_sequences=0"])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -153,3 +153,30 @@ def test_the_quiet_hour_says_commands_only_in_its_first_minutes():
     early, late = pieces[:last_command], pieces[last_command + 1:]
     assert all(p["text"].count(". ") == 0 for p in early if p["kind"] == "speech")  # one sentence between commands
     assert "alone" not in [p["kind"] for p in late] and len(late) > 2 * len(early)  # then speech only, most of it
+
+
+def test_hard_negative_places_are_spaced_and_land_where_a_word_would_end(tmp_path):
+    from pipeline.continuous import WORD_END, fire_places, negative_sequences
+    from pipeline.feature_spec import FeatureSpec
+
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    scores = np.zeros((400, 4), np.float32)
+    scores[:, 1] = 1.0
+    for frame, label, value in ((50, 2, 0.3), (60, 3, 0.5), (120, 2, 0.05), (200, 3, 0.2), (390, 2, 0.9)):
+        scores[frame, label] = value
+    scores[:, 0] = 0.9  # silence is no keyword: it never counts
+    # 60 is within a second (100 frames) of 50; 120 is under the threshold
+    assert fire_places(scores, labels, threshold=0.1, spacing=100) == [50, 200, 390]
+
+    cfg = load_config(None, [f"paths.data={tmp_path}"])  # no noise files there: the sequences stay clean
+    spec = FeatureSpec()
+    stream = np.zeros(16000 * 20, np.float32)
+    clicks = [300, 1000, 1900]  # frames of a loud 20-ms tone in silence: each mined place
+    for frame in clicks:
+        at = frame * spec.hop_length
+        stream[at - 160:at + 160] = 0.5 * np.sin(np.arange(320) * 0.3)
+    x, y, w = negative_sequences(cfg, spec, labels, [stream], [(0, f) for f in clicks], copies=5, seed=[0])
+    assert x.shape[0] == 15 and (y == labels.index("_unknown_")).all() and (w == 1).all()
+    loudest = x.astype(np.float32).max(axis=2).argmax(axis=1) / x.shape[1]  # where the tone sits in each sequence
+    assert ((loudest > WORD_END[0] - 0.02) & (loudest < WORD_END[1] + 0.02)).all()
+    assert np.ptp(loudest) > 0.1  # at random places in that range

@@ -335,7 +335,8 @@ def run(cfg: Config) -> Path:
               f"{t.continuous_epochs} epochs from the 1-s weights")
         sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]), labels)
         sequence_model.save(work / "model_continuous.keras")
-        print(f"train: continuous design, validation frame accuracy {continuous['val_frame_accuracy'][-1]:.4f}")
+        last = continuous.get("hard_negatives", continuous)  # its hard-negative epochs come last where they run
+        print(f"train: continuous design, validation frame accuracy {last['val_frame_accuracy'][-1]:.4f}")
     elif t.continuous_sequences > 0:
         print(f"train: the continuous design trains with train.distribute=none only; skipped under {t.distribute}")
     summary = {
