@@ -271,6 +271,8 @@ def false_fires(model, streams: list[np.ndarray], spec: FeatureSpec, labels: lis
                 threshold: float) -> list[tuple[int, int]]:
     """(stream, frame) of each place where the continuous model fires (``fire_places``) on speech that holds no
     command word. The streams go through one never-reset state each, as the detector hears speech."""
+    if not streams:  # no readable speech
+        return []
     stateful = sequence_model(model, stateful_batch=len(streams))
     spacing = int(MINE_SPACING_S * spec.sample_rate / spec.hop_length)
     return [(stream, frame) for stream, frame_scores in enumerate(continuous_scores(stateful, streams, spec))
