@@ -129,16 +129,28 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
             due = min(frames, last + int(LABEL_S * sr / spec.hop_length))
             weights[first:last] = 0.0
             targets[last:due] = labels.index(label)
-    noise = job["noise"]
+    return sequence_features(canvas, rng, job["noise"], spec, silence=row["label"] == SILENCE_LABEL), targets, weights
+
+
+def sequence_features(canvas: np.ndarray, rng: np.random.Generator, noise: list[np.ndarray], spec: FeatureSpec, *,
+                      silence: bool = False) -> np.ndarray:
+    """Log-mel frames [T, M] float16 of a sequence's audio, with background noise in NOISE_PROBABILITY of them:
+    at SNR_DB against the speech, or (``silence``: no speech to set an SNR against) a random level, as the 1-s
+    clips get it."""
+    length = len(canvas)
     if noise and rng.random() < NOISE_PROBABILITY:
-        if row["label"] == SILENCE_LABEL:  # no speech to set an SNR against: a random level, as the 1-s clips
+        if silence:
             piece = noise_segment(noise[int(rng.integers(len(noise)))], length, rng)
             canvas = canvas + piece.astype(np.float32) * rng.uniform(0, 1.0) * 0.3
         else:
-            canvas = add_noise(canvas, rng=rng, noise=noise, snr_db=rng.uniform(*SNR_DB), sample_rate=sr)
+            canvas = add_noise(canvas, rng=rng, noise=noise, snr_db=rng.uniform(*SNR_DB), sample_rate=spec.sample_rate)
     canvas = np.clip(canvas, -1.0, 1.0).astype(np.float32)
-    feats = logmel(canvas, dataclasses.replace(spec, clip_samples=length))
-    return feats.astype(np.float16), targets, weights
+    return logmel(canvas, dataclasses.replace(spec, clip_samples=length)).astype(np.float16)
+
+
+def noise_clips(cfg, sample_rate: int) -> list[np.ndarray]:
+    """The dataset's background-noise files, at ``sample_rate``."""
+    return [noise_audio(str(p), sample_rate) for p in sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav"))]
 
 
 def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count: int, *, seconds: float, seed: int,
@@ -148,11 +160,10 @@ def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count
     speakers' (none for a dataset without ``_speech_/``: words then sit in noise alone)."""
     from tqdm import tqdm
 
-    noise_dir = cfg.dataset_dir / "_background_noise_"
     job = {"spec": spec, "samples": int(seconds * spec.sample_rate), "rows": read_rows(cfg.prepared_dir, split),
            "labels": labels, "seed": [seed, ("train", "validation", "test").index(split)],
            "speech_files": training_speech(cfg), "phrases": training_phrases(cfg),
-           "noise": [noise_audio(str(p), spec.sample_rate) for p in sorted(noise_dir.glob("*.wav"))]}
+           "noise": noise_clips(cfg, spec.sample_rate)}
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(job,)) as pool:
         out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
                                desc=f"continuous sequences ({split})", unit="seq", disable=None) if r is not None]
@@ -295,9 +306,9 @@ def negative_sequences(cfg, spec: FeatureSpec, labels: list[str], streams: list[
                        spots: list[tuple[int, int]], *, copies: int, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``copies`` training sequences around each mined place: the stream's speech with the place where a word's
     end would be (WORD_END), noise as in make_sequence, ``_unknown_`` at every frame."""
-    sr, length = spec.sample_rate, int(cfg.train.continuous_seconds * spec.sample_rate)
+    length = int(cfg.train.continuous_seconds * spec.sample_rate)
     rng = np.random.default_rng([*seed, 1])
-    noise = [noise_audio(str(p), sr) for p in sorted((cfg.dataset_dir / "_background_noise_").glob("*.wav"))]
+    noise = noise_clips(cfg, spec.sample_rate)
     frames = 1 + length // spec.hop_length
     feats = []
     for stream, frame in spots:
@@ -307,10 +318,7 @@ def negative_sequences(cfg, spec: FeatureSpec, labels: list[str], streams: list[
             canvas = np.zeros(length, np.float32)
             lo, hi = max(0, start), min(len(audio), start + length)
             canvas[lo - start:hi - start] = audio[lo:hi]
-            if noise and rng.random() < NOISE_PROBABILITY:
-                canvas = add_noise(canvas, rng=rng, noise=noise, snr_db=rng.uniform(*SNR_DB), sample_rate=sr)
-            canvas = np.clip(canvas, -1.0, 1.0).astype(np.float32)
-            feats.append(logmel(canvas, dataclasses.replace(spec, clip_samples=length)).astype(np.float16))
+            feats.append(sequence_features(canvas, rng, noise, spec))
     if not feats:
         return (np.zeros((0, frames, spec.n_mels), np.float16), np.zeros((0, frames), np.int32),
                 np.zeros((0, frames), np.float32))
