@@ -259,6 +259,12 @@ class TrainConfig:
     continuous_hard_negative_epochs: int = 0
     continuous_hard_negative_threshold: float = 0.1
     continuous_hard_negative_copies: int = 6
+    # this many training sequences one after another make one (4: 10 s through one state), and in
+    # continuous_floor_probability of those a steady noise floor (FLOOR_DB under the speech) runs under the
+    # whole chain: the state meets a floor for longer than one sequence lasts, as it does always-on. The batch
+    # shrinks by the same factor, so an epoch keeps its steps and its cost. 1 and 0 = off
+    continuous_chain: int = 1
+    continuous_floor_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -506,6 +512,9 @@ def _check_ranges(cfg: Config) -> None:
             cfg.train.continuous_hard_negative_threshold, "0 < threshold < 1")
     require(cfg.train.continuous_hard_negative_copies >= 1, "train.continuous_hard_negative_copies",
             cfg.train.continuous_hard_negative_copies, ">= 1")
+    require(1 <= cfg.train.continuous_chain <= 16, "train.continuous_chain", cfg.train.continuous_chain, "1..16 (1 = off)")
+    require(0 <= cfg.train.continuous_floor_probability <= 1, "train.continuous_floor_probability",
+            cfg.train.continuous_floor_probability, "0..1")
     require(cfg.train.continuous_batch_size >= 1, "train.continuous_batch_size", cfg.train.continuous_batch_size, ">= 1")
     require(1.5 <= cfg.train.continuous_seconds <= 10, "train.continuous_seconds", cfg.train.continuous_seconds,
             "1.5..10 (a word and the time after it)")

@@ -12,6 +12,9 @@ resets (docs/always_on.md has the comparison that chose it):
    speech as people say it; background noise at -5 to 30 dB SNR. Frame targets: the
    keyword from its end to LABEL_S after it (weight ``train.continuous_keyword_weight``), nothing
    (weight 0) while it is being said, ``_unknown_`` (``_silence_`` for silence rows) everywhere else.
+   With ``train.continuous_chain``, that many sequences run one after another as one, and a steady noise
+   floor can run under the whole chain (``chain_sequences``): a floor heard for longer than one 2.5-s
+   sequence moves the state where training never took it, and the commands said over it are lost.
 2. The model: the 1-s architecture with every GRU returning sequences and the dense head applied to every
    frame (``sequence_model``), started from the trained 1-s weights. The layers and weights are the 1-s
    model's, so the streaming step of the export stage runs it unchanged: one hop in, scores out.
@@ -49,6 +52,8 @@ NOISE_PROBABILITY = 0.8
 STREAMS = 16  # the training speech is scored as this many long streams side by side (one batch row each)
 MINE_SPACING_S = 1.0  # one mined place per second at most: a false fire lasts several frames
 HARD_NEGATIVE_LR_SCALE = 0.3  # the further epochs start from this share of the learning rate: they refine
+FLOOR_DB = (20.0, 60.0)  # a chained sequence's steady noise floor, under its speech level (train.continuous_floor_probability)
+SPEECH_LEVEL_PERCENTILE = 95  # a chain's speech level: this percentile of its frames' power
 
 
 # ---- training sequences (worker processes) ------------------------------------------------------
@@ -218,10 +223,20 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     factor = t.continuous_keyword_weight  # the keyword frames' loss weight (the validation loss is weighed alike)
     w, vw = keyword_weighted(w, y, labels, factor), keyword_weighted(vw, vy, labels, factor)
     model = sequence_model(one_second)
+    floors = noise_floor_mels(cfg, spec, seconds=t.continuous_chain * t.continuous_seconds + 1) \
+        if t.continuous_floor_probability else []
+    rng = np.random.default_rng([cfg.run.seed, 4])
+
+    def chained(x, y, w):
+        return chain_sequences(x, y, w, pieces=t.continuous_chain, floor_probability=t.continuous_floor_probability,
+                               floors=floors, rng=rng)
+    batch = max(8, t.continuous_batch_size // t.continuous_chain)  # as many steps an epoch as unchained
+    vx, vy, vw = chained(vx, vy, vw)
     validation = (vx.astype(np.float32), vy, vw)
-    history = _fit(model, x, y, w, validation, learning_rate=t.continuous_learning_rate, epochs=t.continuous_epochs,
-                   batch=t.continuous_batch_size)
+    history = _fit(model, *chained(x, y, w), validation, learning_rate=t.continuous_learning_rate,
+                   epochs=t.continuous_epochs, batch=batch)
     report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,
+              "chain": t.continuous_chain, "floor_probability": t.continuous_floor_probability,
               "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1),
               "train_s": round(time.time() - t0 - built_s, 1),
               "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
@@ -239,15 +254,63 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
         print(f"train: continuous design, {len(spots)} places in {hours:.1f} h of training speakers' speech where a "
               f"keyword scores >= {t.continuous_hard_negative_threshold:g}: {len(mx)} _unknown_ sequences around them, "
               f"{t.continuous_hard_negative_epochs} more epoch(s) over all", flush=True)
-        history = _fit(model, np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw]), validation,
-                       learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
-                       epochs=t.continuous_hard_negative_epochs, batch=t.continuous_batch_size)
+        history = _fit(model, *chained(np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw])),
+                       validation, learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
+                       epochs=t.continuous_hard_negative_epochs, batch=batch)
         report["hard_negatives"] = {
             "speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": len(spots),
             "sequences": int(len(mx)), "epochs": t.continuous_hard_negative_epochs, "seconds": round(time.time() - t1, 1),
             "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
             "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
     return model, report
+
+
+def noise_floor_mels(cfg, spec: FeatureSpec, *, seconds: float) -> list[np.ndarray]:
+    """Log-mel frames [F, M] float32 of each background-noise file scaled to unit power and tiled to ``seconds``:
+    the floors ``chain_sequences`` lays under a chain."""
+    length = int(seconds * spec.sample_rate)
+    floors = []
+    for noise in noise_clips(cfg, spec.sample_rate):
+        power = float(np.mean(noise.astype(np.float64) ** 2))
+        if power > 0:
+            audio = np.resize(noise / np.sqrt(power), length).astype(np.float32)
+            floors.append(logmel(audio, dataclasses.replace(spec, clip_samples=length)).astype(np.float32))
+    return floors
+
+
+def chain_sequences(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, pieces: int, floor_probability: float,
+                    floors: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pieces`` training sequences one after another as one, in a random order ([N // pieces, pieces * T, M]; the
+    few left over are dropped), so one state hears ``pieces`` of them in a row. In ``floor_probability`` of the chains a steady noise
+    floor runs under all of it: a random stretch of one of ``floors`` (noise_floor_mels) at FLOOR_DB under the
+    chain's speech level (its frames' SPEECH_LEVEL_PERCENTILE power), added as power, as the mel powers of
+    independent sounds add on average. With 1 piece and no floor: the arrays as they were."""
+    if pieces == 1 and not (floor_probability and floors):
+        return x, y, w
+    count = len(x) // pieces * pieces
+    if count == 0:
+        raise StageError(f"train.continuous_chain {pieces} is more than the {len(x)} sequences there are to chain")
+    order = rng.permutation(len(x))[:count]
+    frames = pieces * x.shape[1]
+    x = x[order].reshape(count // pieces, frames, x.shape[2])
+    y, w = y[order].reshape(count // pieces, frames), w[order].reshape(count // pieces, frames)
+    out = np.empty_like(x)
+    for i, chain in enumerate(x):
+        chain = chain.astype(np.float32)
+        if floors and rng.random() < floor_probability:
+            floor = floors[int(rng.integers(len(floors)))]
+            start = int(rng.integers(len(floor) - frames + 1))
+            floor = floor[start:start + frames]
+            speech_db = np.percentile(_frame_db(chain), SPEECH_LEVEL_PERCENTILE)
+            gain_db = speech_db - float(rng.uniform(*FLOOR_DB)) - 10 * np.log10(np.mean(10 ** (_frame_db(floor) / 10)))
+            chain = 10 * np.log10(10 ** (chain / 10) + 10 ** ((floor + gain_db) / 10))
+        out[i] = chain
+    return out, y, w
+
+
+def _frame_db(frames: np.ndarray) -> np.ndarray:
+    """Each log-mel frame's power in dB (its mel powers summed)."""
+    return 10 * np.log10(np.sum(10 ** (frames.astype(np.float64) / 10), axis=1))
 
 
 def _fit(model, x, y, w, validation, *, learning_rate: float, epochs: int, batch: int) -> dict:

@@ -167,7 +167,7 @@ def test_changing_a_training_key_reruns_train_and_later_stages_only(tiny_run):
     stats_mtime = features_stats.stat().st_mtime_ns
     model_mtime = (run_dir / "model.keras").stat().st_mtime_ns
     continuous = json.loads((run_dir / "train_summary.json").read_text())["continuous"]
-    assert continuous["sequences"] > 100
+    assert continuous["sequences"] > 100 and continuous["chain"] == 2
     mined = continuous["hard_negatives"]  # places where the trained state fired on speech, 6 sequences each
     assert mined["speech_hours"] > 0 and mined["sequences"] == 6 * mined["places"]
     # one epoch, and the continuous design off: the run falls back to the staggered design

@@ -115,6 +115,38 @@ def test_continuous_training_weighs_only_the_frames_where_a_keyword_is_due():
                                   [[1, 0, 2.5, 2.5, 1], [1, 1, 2.5, 1, 0]])
 
 
+def test_chained_sequences_keep_whole_pieces_and_a_floor_fills_only_the_quiet_frames():
+    from pipeline.continuous import FLOOR_DB, _frame_db, chain_sequences
+
+    rng = np.random.default_rng(0)
+    count, frames, mels = 7, 5, 4
+    x = np.full((count, frames, mels), -100.0, np.float16)  # digital silence ...
+    x[:, 2] = np.arange(count)[:, None] * 0.1 - 20  # ... around one loud frame that tells the pieces apart
+    y = np.repeat(np.arange(count)[:, None], frames, axis=1)
+    w = np.ones((count, frames), np.float32)
+    assert chain_sequences(x, y, w, pieces=1, floor_probability=0.0, floors=[], rng=rng)[0] is x  # off: untouched
+
+    cx, cy, cw = chain_sequences(x, y, w, pieces=3, floor_probability=0.0, floors=[], rng=rng)
+    assert cx.shape == (2, 3 * frames, mels) and cy.shape == cw.shape == (2, 3 * frames)
+    pieces = cy[:, ::frames].ravel()
+    assert len(set(pieces)) == 6  # 6 different pieces, the 7th dropped
+    for chain_x, chain_y in zip(cx, cy):  # each piece whole, its features with its own targets
+        for at in range(0, 3 * frames, frames):
+            np.testing.assert_array_equal(chain_x[at:at + frames], x[chain_y[at]])
+            assert (chain_y[at:at + frames] == chain_y[at]).all()
+
+    floor = np.full((40, mels), -30.0, np.float32)  # a steady floor, much longer than a chain
+    fx, fy, _ = chain_sequences(x, y, w, pieces=3, floor_probability=1.0, floors=[floor], rng=rng)
+    for chain in fx:
+        quiet_db = _frame_db(np.delete(chain, np.s_[2::frames], axis=0))
+        speech_db = np.percentile(_frame_db(chain), 95)
+        assert np.ptp(quiet_db) < 0.1  # steady: the same level all through the chain
+        assert FLOOR_DB[0] - 0.5 <= speech_db - quiet_db[0] <= FLOOR_DB[1] + 0.5  # at FLOOR_DB under the speech
+    for chain, chain_y in zip(fx, fy):  # the loud frames hardly move
+        original = np.stack([x[k, 2] for k in chain_y[::frames]]).astype(np.float64)
+        assert np.abs(chain[2::frames] - original).max() < 0.1
+
+
 def test_validation_recordings_join_into_one_longer_recording():
     from pipeline.config import load_config
     from pipeline.long_audio import recording_names
