@@ -4,7 +4,7 @@ check's"), and its score with a run's own detector and threshold.
 The hour: in the first ``--command-minutes`` (10), a command said alone after every 2-6 s of speech (one
 sentence); after that, running speech only (1-4 sentences a stretch), so most of the hour is where false
 alarms come from; a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
-``--no-noise``: none). The voices are either
+``--no-noise``: none; ``--noise-file white_noise.wav``: that file alone). The voices are either
 - ``accents``: espeak voices that no training config uses (the unseen-voice set's ten other-language
   voices, four random variants each), saying the sentences; the commands are the unseen-voice set's
   accent clips (make it first: scripts/make_unseen_voices.py --out DIR); or
@@ -125,7 +125,14 @@ def make(args) -> None:
     if args.no_noise:
         mixed = np.clip(speech, -1.0, 1.0)
     else:
-        mixed, _ = long_audio.add_noise(speech, long_audio.noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr,
+        if args.noise_file:  # one kind of noise (white noise was the hardest floor: docs/always_on.md)
+            path = cfg.dataset_dir / "_background_noise_" / args.noise_file
+            if not path.is_file():
+                sys.exit(f"quiet_hour: no noise file {path}")
+            noise = np.resize(load_audio(path, sample_rate=sr), total)
+        else:
+            noise = long_audio.noise_track(cfg, total, sr, rng)
+        mixed, _ = long_audio.add_noise(speech, noise, rng=rng, sample_rate=sr,
                                         snrs_db=(args.snr_db,))  # one level for every 30-s block: a quiet room
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +191,7 @@ def main() -> None:
     m.add_argument("--command-minutes", type=float, default=10.0)
     m.add_argument("--snr-db", type=float, default=30.0, help="the noise floor under the speech")
     m.add_argument("--no-noise", action="store_true", help="digital silence between the pieces")
+    m.add_argument("--noise-file", help="only this file of the dataset's _background_noise_ (e.g. white_noise.wav)")
     m.add_argument("--config", default="configs/demo.yaml")
     m.add_argument("--set", action="append", default=[], help="config override, as for ./run")
     s = sub.add_parser("score", help="the run's detector on HOUR.wav: recall and false alarms")
