@@ -231,11 +231,12 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
         return chain_sequences(x, y, w, pieces=t.continuous_chain, floor_probability=t.continuous_floor_probability,
                                floors=floors, rng=rng)
     batch = max(8, t.continuous_batch_size // t.continuous_chain)  # as many steps an epoch as unchained
+    validation_count = len(vx)
     vx, vy, vw = chained(vx, vy, vw)
     validation = (vx.astype(np.float32), vy, vw)
     history = _fit(model, *chained(x, y, w), validation, learning_rate=t.continuous_learning_rate,
                    epochs=t.continuous_epochs, batch=batch)
-    report = {"sequences": int(len(x)), "validation_sequences": int(len(vx)), "seconds_each": t.continuous_seconds,
+    report = {"sequences": int(len(x)), "validation_sequences": validation_count, "seconds_each": t.continuous_seconds,
               "chain": t.continuous_chain, "floor_probability": t.continuous_floor_probability,
               "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1),
               "train_s": round(time.time() - t0 - built_s, 1),
