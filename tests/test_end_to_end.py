@@ -91,11 +91,14 @@ def test_saved_model_has_no_cudnn_ops_and_a_flexible_batch(tiny_run):
 
     from pipeline.stages.export import CUDNN_OP_TYPES, graph_op_types
 
+    from pipeline.feature_spec import FeatureSpec
+
     _, run_dir, _ = tiny_run
+    spec = FeatureSpec.from_dict(json.loads((run_dir / "manifest.json").read_text())["feature_spec"])
     assert not graph_op_types(run_dir / "saved_model") & set(CUDNN_OP_TYPES)
     loaded = tf.saved_model.load(str(run_dir / "saved_model"))
     for batch in (1, 3):
-        out = loaded.signatures["features"](features=tf.zeros([batch, 101, 40]))["scores"]
+        out = loaded.signatures["features"](features=tf.zeros([batch, *spec.shape]))["scores"]
         assert out.shape == (batch, 12)
         np.testing.assert_allclose(out.numpy().sum(axis=1), 1.0, atol=1e-5)
 

@@ -71,6 +71,7 @@ def test_hard_negative_mining_keeps_the_windows_a_keyword_fires_on(tmp_path):
 
     from pipeline.config import load_config
     from pipeline.dataset import SPEECH_DIR, training_speech, which_set
+    from pipeline.feature_spec import FeatureSpec
     from pipeline.stages.train import mine_hard_negatives
 
     cfg = load_config(None, [f"paths.data={tmp_path}", "train.hard_negative_hop_ms=250", "train.hard_negative_threshold=0.5"])
@@ -87,7 +88,8 @@ def test_hard_negative_mining_keeps_the_windows_a_keyword_fires_on(tmp_path):
     per_file = len(range(0, 48000 - 16000 + 1, 4000))  # 1-s windows every 250 ms
     assert scored == per_file * len(train_files)
     # windows starting 0.25-1.25 s hold some of the loud part (1.0-1.5 s): 5 of 9 per file
-    assert mined.shape == (5 * len(train_files), 101, 40) and mined.dtype == np.float16
+    spec = FeatureSpec.from_config(cfg)
+    assert mined.shape == (5 * len(train_files), spec.num_frames, spec.n_mels) and mined.dtype == np.float16
     none, _ = mine_hard_negatives(_Fixed(cfg.labels), load_config(None, [f"paths.data={tmp_path}",
                                   "train.hard_negative_threshold=0.95"]), cfg.labels)
     assert len(none) == 0
