@@ -89,9 +89,8 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
 def test_saved_model_has_no_cudnn_ops_and_a_flexible_batch(tiny_run):
     import tensorflow as tf
 
-    from pipeline.stages.export import CUDNN_OP_TYPES, graph_op_types
-
     from pipeline.feature_spec import FeatureSpec
+    from pipeline.stages.export import CUDNN_OP_TYPES, graph_op_types
 
     _, run_dir, _ = tiny_run
     spec = FeatureSpec.from_dict(json.loads((run_dir / "manifest.json").read_text())["feature_spec"])

@@ -95,8 +95,8 @@ def stream_scores(runner, clip: np.ndarray, flush_hops: int) -> np.ndarray:
     names = [n for n in runner.runner.get_input_details() if n != "audio_hop"]
     details = runner.runner.get_input_details()
     state = {n: np.zeros(details[n]["shape"], np.float32) for n in names}
-    hop = int(details["audio_hop"]["shape"][-1])  # the run's feature hop (320 samples in the demo recipe)
-    hops = [clip[k * hop:(k + 1) * hop] for k in range(len(clip) // hop)] + [np.zeros(hop, np.float32)] * flush_hops
+    size = int(details["audio_hop"]["shape"][-1])  # the run's feature hop (320 samples in the demo recipe)
+    hops = [clip[k * size:(k + 1) * size] for k in range(len(clip) // size)] + [np.zeros(size, np.float32)] * flush_hops
     for hop in hops:
         out = runner(dict(state, audio_hop=hop[None]))
         state = {n: out[f"new_{n}"] for n in names}
@@ -345,8 +345,8 @@ def test_the_int8_pair_runs_in_the_page_like_in_python(live, browser):
         clip = fit_length(load_audio(live["synth"] / name, sample_rate=SR), SR)
         got = np.array(page.evaluate("samples => window.kwsScoreClip(samples)", clip.tolist()))
         state = {n: np.zeros(shape, np.float32) for n, shape in io.items() if n != "audio_hop"}
-        hop = io["audio_hop"][-1]
-        hops = [clip[k * hop:(k + 1) * hop] for k in range(len(clip) // hop)] + [np.zeros(hop, np.float32)] * live["flush_hops"]
+        size = io["audio_hop"][-1]
+        hops = [clip[k * size:(k + 1) * size] for k in range(len(clip) // size)] + [np.zeros(size, np.float32)] * live["flush_hops"]
         for hop in hops:
             out = split(dict(state, audio_hop=hop[None]))
             state = {n: out[f"new_{n}"] for n in state}
