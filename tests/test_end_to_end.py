@@ -397,3 +397,5 @@ def test_bench_quick_prints_its_table_and_writes_bench_json(tiny_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert set(bench["tflite"]) == {a["path"] for a in manifest["artifacts"] if a["kind"] == "tflite"}
     assert "| features speedup |" in result.stdout
+    spec = manifest["feature_spec"]  # streaming latencies are per hop of the run's own length
+    assert f"per {1000 * spec['hop_length'] / spec['sample_rate']:g}-ms hop" in result.stdout
