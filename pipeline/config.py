@@ -250,6 +250,10 @@ class TrainConfig:
     # the loss weight of the frames where a keyword is due (from the word's end for LABEL_S), against 1 for every
     # other frame. They are ~13% of the frames, so at 1 the frame prior leans on _unknown_
     continuous_keyword_weight: float = 1.0
+    # a keyword's frames are due only once this many seconds after it are clear of speech; a keyword that speech
+    # follows sooner is _unknown_ there: a command said alone, not a word inside a sentence (docs/always_on.md,
+    # "A command is a word followed by a pause"). Detections come this much later. 0 = due from the word's end
+    continuous_confirm_s: float = 0.0
     # 128: half the steps of 64 on CPU, ~30% less time. More steps (batch 64, more sequences) moved the always-on
     # curve on one trained base and not on another (docs/always_on.md, "More optimizer steps ...")
     continuous_batch_size: int = 128
@@ -504,6 +508,8 @@ def _check_ranges(cfg: Config) -> None:
             cfg.synth.training_unknown_per_speaker, ">= 0")
     require(cfg.train.continuous_sequences >= 0, "train.continuous_sequences", cfg.train.continuous_sequences, ">= 0")
     require(cfg.train.continuous_epochs >= 1, "train.continuous_epochs", cfg.train.continuous_epochs, ">= 1")
+    require(0 <= cfg.train.continuous_confirm_s <= 1.0, "train.continuous_confirm_s", cfg.train.continuous_confirm_s,
+            "between 0 and 1 s")
     require(cfg.train.continuous_keyword_weight > 0, "train.continuous_keyword_weight",
             cfg.train.continuous_keyword_weight, "> 0")
     require(cfg.train.continuous_hard_negative_epochs >= 0, "train.continuous_hard_negative_epochs",

@@ -9,9 +9,10 @@ resets (docs/always_on.md has the comparison that chose it):
    in CONTEXT of them running speech of the training speakers surrounds it (0-0.6 s clear each side: a
    command said alone, up to one said in a phrase); in PHRASE of the keyword rows, a whole carrier phrase
    of a training speaker (synth ``_phrases_/``) in place of the clip, the command word inside running
-   speech as people say it; background noise at -5 to 30 dB SNR. Frame targets: the
-   keyword from its end to LABEL_S after it (weight ``train.continuous_keyword_weight``), nothing
-   (weight 0) while it is being said, ``_unknown_`` (``_silence_`` for silence rows) everywhere else.
+   speech as people say it; background noise at -5 to 30 dB SNR. Frame targets: nothing (weight 0) while
+   the keyword is said and for ``train.continuous_confirm_s`` after it; then, if that time was clear of
+   speech, the keyword for LABEL_S (weight ``train.continuous_keyword_weight``), and if speech went on,
+   ``_unknown_``; ``_unknown_`` (``_silence_`` for silence rows) everywhere else.
    With ``train.continuous_chain``, that many sequences run one after another as one, and a steady noise
    floor can run under the whole chain (``chain_sequences``): a floor heard for longer than one 2.5-s
    sequence moves the state where training never took it, and the commands said over it are lost.
@@ -127,13 +128,25 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
             canvas *= float(np.abs(piece).max()) / max(float(np.abs(canvas).max()), 1e-6) * rng.uniform(0.5, 1.2)
             before, after = (int(rng.uniform(*GAP_S) * sr) for _ in range(2))
             canvas[max(0, lo - before):min(length, hi + after)] = 0.0
+            clear_after = hi + after - end
+        else:
+            clear_after = length  # nothing follows the word but noise
+        if phrase:  # the phrase's next word, if it has one: above 2% of the phrase's peak 50 ms on, as word_span
+            grace = int(0.05 * sr)
+            going_on = np.flatnonzero(np.abs(piece[word_end + grace:]) > 0.02 * float(np.abs(piece).max()))
+            clear_after = min(clear_after, grace + int(going_on[0]) if going_on.size else length)
         canvas[lo:hi] = piece[lo - at:hi - at]
         label = phrase["word"] if phrase else row["label"]
-        if label in labels and label != UNKNOWN_LABEL:  # a keyword: due from its end for LABEL_S; unknowable while said
+        if label in labels and label != UNKNOWN_LABEL:
+            # a keyword: unknowable while said and for confirm_s after; then due for LABEL_S if that time was
+            # clear of speech (a command said alone), and _unknown_ if speech went on (a word inside a sentence)
+            confirm_s = job.get("confirm_s", 0.0)
             first, last = start // spec.hop_length, end // spec.hop_length
-            due = min(frames, last + int(LABEL_S * sr / spec.hop_length))
-            weights[first:last] = 0.0
-            targets[last:due] = labels.index(label)
+            confirm = int(confirm_s * sr / spec.hop_length)
+            weights[first:last + confirm] = 0.0
+            if clear_after >= confirm_s * sr:
+                due = min(frames, last + confirm + int(LABEL_S * sr / spec.hop_length))
+                targets[last + confirm:due] = labels.index(label)
     return sequence_features(canvas, rng, job["noise"], spec, silence=row["label"] == SILENCE_LABEL), targets, weights
 
 
@@ -168,7 +181,7 @@ def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count
     job = {"spec": spec, "samples": int(seconds * spec.sample_rate), "rows": read_rows(cfg.prepared_dir, split),
            "labels": labels, "seed": [seed, ("train", "validation", "test").index(split)],
            "speech_files": training_speech(cfg), "phrases": training_phrases(cfg),
-           "noise": noise_clips(cfg, spec.sample_rate)}
+           "noise": noise_clips(cfg, spec.sample_rate), "confirm_s": cfg.train.continuous_confirm_s}
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(job,)) as pool:
         out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
                                desc=f"continuous sequences ({split})", unit="seq", disable=None) if r is not None]

@@ -34,26 +34,33 @@ def test_a_phrase_keeps_its_speech_and_says_where_the_command_word_is(tmp_path):
     assert np.abs(audio[start:end]).max() > 0.2 * np.abs(audio).max()
 
 
-def test_a_phrase_sequence_labels_the_command_from_its_end(tmp_path):
+def _phrase_sequence(tmp_path, text, word, *, confirm_s=0.0):
+    """(feats, targets, weights, labels) of a continuous-design sequence made of one synthesized phrase."""
     from pipeline import continuous
     from pipeline.stages import synth
 
     synth._init_worker()
-    (tmp_path / "_phrases_").mkdir()
-    _, _, span = synth._synth_phrase(_phrase_job(tmp_path, "I think yes was the answer", "yes"))
+    (tmp_path / "_phrases_").mkdir(parents=True)
+    _, _, span = synth._synth_phrase(_phrase_job(tmp_path, text, word))
     spec = FeatureSpec()
     labels = ["_silence_", "_unknown_", *COMMAND_WORDS]
-    phrase = {"path": str(tmp_path / "_phrases_" / span["file"]), "word": "yes", "start": span["start"],
+    phrase = {"path": str(tmp_path / "_phrases_" / span["file"]), "word": word, "start": span["start"],
               "end": span["end"]}
     row = {"path": "unused.wav", "label": "no", "offset": 0, "gain": 1.0, "fragment": 0}
     continuous._init({"spec": spec, "samples": 40000, "rows": [row], "labels": labels, "seed": [0, 0],
-                      "speech_files": [], "phrases": [phrase], "noise": []})
+                      "speech_files": [], "phrases": [phrase], "noise": [], "confirm_s": confirm_s})
     old = continuous.PHRASE
     continuous.PHRASE = 1.0  # every keyword row becomes the phrase (the row's own file does not exist)
     try:
-        feats, targets, weights = continuous.make_sequence(3)
+        return (*continuous.make_sequence(3), labels)
     finally:
         continuous.PHRASE = old
+
+
+def test_a_phrase_sequence_labels_the_command_from_its_end(tmp_path):
+    from pipeline import continuous
+
+    feats, targets, weights, labels = _phrase_sequence(tmp_path, "I think yes was the answer", "yes")
     keyword = np.flatnonzero(targets == labels.index("yes"))
     assert len(keyword) == int(continuous.LABEL_S * 100)  # LABEL_S of 10-ms frames, from the word's end
     unknowable = np.flatnonzero(weights == 0)  # while the word is said
@@ -63,6 +70,26 @@ def test_a_phrase_sequence_labels_the_command_from_its_end(tmp_path):
     loud = feats.astype(np.float32).max(axis=1) > -40
     assert loud[:unknowable[0]].any() or loud[keyword[-1] + 1:].any()
     assert set(targets[weights > 0]) == {labels.index("_unknown_"), labels.index("yes")}
+
+
+def test_with_confirm_time_a_command_is_due_only_when_no_speech_follows_it(tmp_path):
+    """train.continuous_confirm_s: after a phrase-final "yes" the label waits that long, then is due; a "yes"
+    that the sentence goes on after is _unknown_ (a word inside a sentence is not a command)."""
+    from pipeline import continuous
+
+    yes, unknown = COMMAND_WORDS.index("yes") + 2, 1
+    _, targets, weights, _ = _phrase_sequence(tmp_path / "final", "the answer was yes", "yes", confirm_s=0.2)
+    keyword = np.flatnonzero(targets == yes)
+    assert len(keyword) > 0.8 * continuous.LABEL_S * 100  # due for LABEL_S (the sequence may cut its end)
+    unknowable = np.flatnonzero(weights == 0)  # the word, then 20 frames of waiting
+    assert unknowable[-1] + 1 == keyword[0]
+    assert 0.3 < len(unknowable) / 100 < 1.0
+
+    _, targets, weights, _ = _phrase_sequence(tmp_path / "inside", "I think yes was the answer", "yes",
+                                              confirm_s=0.2)
+    assert not (targets == yes).any()
+    after = np.flatnonzero(weights == 0)[-1] + 1
+    assert (targets[after:after + 60] == unknown).all() and (weights[after:after + 60] > 0).all()
 
 
 def test_the_word_is_found_at_its_slot_not_where_its_letters_first_appear():
