@@ -247,12 +247,12 @@ class TrainConfig:
     continuous_epochs: int = 3
     continuous_seconds: float = 2.5
     continuous_learning_rate: float = 1e-3
-    # the loss weight of the frames where a keyword is due (from the word's end for LABEL_S), against 1 for every
-    # other frame. They are ~13% of the frames, so at 1 the frame prior leans on _unknown_
+    # the loss weight of the frames where a keyword is due (for LABEL_S, from continuous_confirm_s after the word),
+    # against 1 for every other frame. They are ~13% of the frames, so at 1 the frame prior leans on _unknown_
     continuous_keyword_weight: float = 1.0
     # a keyword's frames are due only once this many seconds after it are clear of speech; a keyword that speech
     # follows sooner is _unknown_ there: a command said alone, not a word inside a sentence (docs/always_on.md,
-    # "A command is a word followed by a pause"). Detections come this much later. 0 = due from the word's end
+    # "Wait for the pause"). Detections come this much later. 0 = due from the word's end
     continuous_confirm_s: float = 0.0
     # 128: half the steps of 64 on CPU, ~30% less time. More steps (batch 64, more sequences) moved the always-on
     # curve on one trained base and not on another (docs/always_on.md, "More optimizer steps ...")

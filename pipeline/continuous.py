@@ -44,8 +44,8 @@ from pipeline.long_audio import word_span
 CONTEXT = 0.7  # share of word sequences with running speech around the word
 PHRASE = 0.3  # share of keyword sequences that are a carrier phrase instead (datasets with _phrases_/)
 GAP_S = (0.0, 0.6)  # clear time between the word and the speech around it
-LABEL_S = 0.6  # a keyword's label is due from its end for this long (0.4 left a peak that three 200-ms decisions
-# read only partly; 0.8 gave the same validation recall, 1.2 drowned it in false alarms: docs/always_on.md)
+LABEL_S = 0.6  # a keyword's label is due for this long, from confirm_s after its end (0.4 left a peak that three
+# 200-ms decisions read only partly; 0.8 gave the same validation recall, 1.2 drowned it in false alarms: docs/always_on.md)
 WORD_END = (0.35, 0.92)  # where in the sequence the word ends (share of its length)
 SNR_DB = (-5.0, 30.0)  # from 5 dB: 2.7-3.3 points more commands said alone found on validation at the same false
 # alarms, in three pairs of trainings on two trained bases; -10 dB added nothing (docs/always_on.md)
