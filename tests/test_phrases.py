@@ -77,8 +77,8 @@ def test_with_confirm_time_a_command_is_due_only_when_no_speech_follows_it(tmp_p
     that the sentence goes on after is _unknown_ (a word inside a sentence is not a command)."""
     from pipeline import continuous
 
-    yes, unknown = COMMAND_WORDS.index("yes") + 2, 1
-    _, targets, weights, _ = _phrase_sequence(tmp_path / "final", "the answer was yes", "yes", confirm_s=0.2)
+    _, targets, weights, labels = _phrase_sequence(tmp_path / "final", "the answer was yes", "yes", confirm_s=0.2)
+    yes, unknown = labels.index("yes"), labels.index("_unknown_")
     keyword = np.flatnonzero(targets == yes)
     assert len(keyword) > 0.8 * continuous.LABEL_S * 100  # due for LABEL_S (the sequence may cut its end)
     unknowable = np.flatnonzero(weights == 0)  # the word, then 20 frames of waiting
@@ -90,6 +90,35 @@ def test_with_confirm_time_a_command_is_due_only_when_no_speech_follows_it(tmp_p
     assert not (targets == yes).any()
     after = np.flatnonzero(weights == 0)[-1] + 1
     assert (targets[after:after + 60] == unknown).all() and (weights[after:after + 60] > 0).all()
+
+
+def test_with_confirm_time_a_command_that_running_speech_follows_at_once_is_unknown(tmp_path):
+    """The demo's path: a command clip with the training speakers' running speech around it (no phrases)."""
+    import soundfile as sf
+
+    from pipeline import continuous
+
+    espeak = Espeak()
+    sf.write(tmp_path / "yes.wav", espeak.say("yes", voice="en-us+m3", rate=170, pitch=50), espeak.sample_rate)
+    speech = espeak.say("the weather was nice and we walked along the river for an hour before lunch",
+                        voice="en-us+f2", rate=170, pitch=50)
+    sf.write(tmp_path / "speech.wav", speech, espeak.sample_rate)
+    labels = ["_silence_", "_unknown_", *COMMAND_WORDS]
+    row = {"path": str(tmp_path / "yes.wav"), "label": "yes", "offset": 0, "gain": 1.0, "fragment": 0}
+    continuous._init({"spec": FeatureSpec(), "samples": 40000, "rows": [row], "labels": labels, "seed": [0, 0],
+                      "speech_files": [str(tmp_path / "speech.wav")], "phrases": [], "noise": [], "confirm_s": 0.2})
+    old = continuous.CONTEXT, continuous.GAP_S
+    try:
+        continuous.CONTEXT = 1.0  # running speech around every word
+        due = {}
+        for gap_s in (0.0, 0.5):  # speech again at once after the word, or 0.5 s later
+            continuous.GAP_S = (gap_s, gap_s)
+            _, targets, weights = continuous.make_sequence(3)
+            due[gap_s] = np.flatnonzero(targets == labels.index("yes"))
+    finally:
+        continuous.CONTEXT, continuous.GAP_S = old
+    assert len(due[0.0]) == 0 and len(due[0.5]) > 0
+    assert (targets[:due[0.5][0]][weights[:due[0.5][0]] > 0] == labels.index("_unknown_")).all()
 
 
 def test_the_word_is_found_at_its_slot_not_where_its_letters_first_appear():
