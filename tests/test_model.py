@@ -110,6 +110,28 @@ def test_the_training_dataset_draws_extra_examples_alongside_the_cache():
     assert np.all(x[y == 2] == 7) and set(np.unique(x[y != 2])) <= {0.0, 1.0}
 
 
+def test_the_endless_training_dataset_gives_every_example_once_per_pass_reshuffled():
+    """endless=True (what fit gets, with steps_per_epoch): one iterator for all epochs, each pass every example
+    once in a fresh order, and batches that run across the pass boundary (no short last batch)."""
+    from pipeline.stages.train import make_dataset
+
+    def labels_drawn(n: int, batch: int, batches: int) -> list[np.ndarray]:
+        cache = np.arange(n, dtype=np.float16).reshape(1, n, 1, 1).repeat(2, axis=2)  # [versions, N, T=2, M=1]
+        ds = make_dataset(cache, np.arange(n, dtype=np.int32), np.arange(n), num_classes=n, batch_size=batch,
+                          training=True, seed=0, endless=True)
+        drawn = []
+        for x, y in ds.take(batches):
+            drawn.append(y.numpy().argmax(1))
+            assert np.all(x.numpy()[:, 0, 0] == drawn[-1])  # each example keeps its label
+        return drawn
+
+    drawn = labels_drawn(10, 4, 5)  # 2 passes of 10 in batches of 4: the third batch holds both passes
+    assert [len(b) for b in drawn] == [4] * 5 and np.all(np.bincount(np.concatenate(drawn), minlength=10) == 2)
+    drawn = labels_drawn(8, 4, 4)  # 2 passes of 8, 2 batches each
+    assert sorted(np.concatenate(drawn[:2])) == sorted(np.concatenate(drawn[2:])) == list(range(8))
+    assert [set(b) for b in drawn[:2]] != [set(b) for b in drawn[2:]]  # pass 2 is drawn in another order
+
+
 def test_ema_checkpoint_holds_the_averaged_weights_and_training_goes_on_from_the_raw_ones():
     """train.ema_momentum: the best-epoch checkpoint must hold the moving average (what validation scored),
     while the next epoch trains on from the raw weights."""

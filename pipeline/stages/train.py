@@ -27,12 +27,15 @@ from pipeline.model import build_from_config
 
 def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, num_classes: int, batch_size: int,
                  training: bool, seed: int, augment: dict | None = None, mean: np.ndarray | None = None,
-                 extra: tuple[np.ndarray, np.ndarray] | None = None):
+                 extra: tuple[np.ndarray, np.ndarray] | None = None, endless: bool = False):
     """tf.data over cached features [versions, N, T, M] (rows[i] holds labels[i]) -> (float32 [B, T, M], one-hot [B, C]).
 
     When training: reshuffled each epoch, one random cached version per clip, SpecAugment masks.
     ``extra``: (features [E, T, M], labels [E]) of examples with one version (mined hard negatives),
     drawn alongside the cache's.
+    ``endless`` (training only): the epochs follow one another in one iterator, so ``fit`` needs
+    ``steps_per_epoch``. A one-pass dataset makes ``fit`` build a new iterator each epoch, and on 2 CPU cores
+    about every other one then waited 8-10 s with the cores idle before its first batch (README, Known limits).
     """
     import tensorflow as tf
 
@@ -53,6 +56,8 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
     ds = tf.data.Dataset.range(n)
     if training:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if endless:
+            ds = ds.repeat()  # reshuffled on each pass, as before
     ds = ds.batch(batch_size)
     ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.float32, tf.int32]), num_parallel_calls=1)
     ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, frames, mels]), tf.one_hot(tf.ensure_shape(y, [None]), num_classes)))
@@ -148,7 +153,7 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, epochs: int, steps_pe
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    iterator = iter(strategy.experimental_distribute_dataset(train_ds.repeat().with_options(options)))
+    iterator = iter(strategy.experimental_distribute_dataset(train_ds.with_options(options)))  # train_ds is endless
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=None)
     optimizer = model.optimizer
 
@@ -220,7 +225,7 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
     extra = (mined_x, np.full(len(mined_x), labels.index("_unknown_"), np.int32))
     train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=t.batch_size,
                             training=True, seed=cfg.run.seed + 1, augment=augment, mean=np.array(stats["mean"]),
-                            extra=extra)
+                            extra=extra, endless=True)
     steps = int(np.ceil((len(y_train) + len(mined_x)) / t.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=t.learning_rate / 10,
                                                       decay_steps=steps * t.hard_negative_epochs, alpha=0.01)
@@ -230,8 +235,8 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
     callbacks = [*ema_callbacks(t),
                  keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
                  keras.callbacks.CSVLogger(str(work / "history.csv"), append=True)]
-    report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, callbacks=callbacks,
-                                  verbose=1 if os.isatty(1) else 2).history
+    report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, steps_per_epoch=steps,
+                                  callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
     return report
 
 
@@ -271,7 +276,7 @@ def run(cfg: Config) -> Path:
     strategy = strategy_for(t.distribute)
     global_batch = t.batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=global_batch, training=True,
-                            seed=cfg.run.seed, augment=augment, mean=np.array(stats["mean"]))
+                            seed=cfg.run.seed, augment=augment, mean=np.array(stats["mean"]), endless=True)
     val_ds = make_dataset(x_val, y_val, rows_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
     steps_per_epoch = int(np.ceil(len(y_train) / global_batch))
 
@@ -309,8 +314,8 @@ def run(cfg: Config) -> Path:
         history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
                                    global_batch=global_batch, label_smoothing=t.label_smoothing, work=work)
     else:
-        history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
-                            verbose=1 if os.isatty(1) else 2).history
+        history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                            callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
     mined = {}
     if t.hard_negative_epochs > 0 and t.distribute == "none":
         mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats,
