@@ -92,7 +92,7 @@ def test_with_confirm_time_a_command_is_due_only_when_no_speech_follows_it(tmp_p
     assert (targets[after:after + 60] == unknown).all() and (weights[after:after + 60] > 0).all()
 
 
-def test_with_confirm_time_a_command_that_running_speech_follows_at_once_is_unknown(tmp_path):
+def test_with_confirm_time_a_command_that_running_speech_follows_at_once_is_unknown(tmp_path, monkeypatch):
     """The demo's path: a command clip with the training speakers' running speech around it (no phrases)."""
     import soundfile as sf
 
@@ -107,16 +107,12 @@ def test_with_confirm_time_a_command_that_running_speech_follows_at_once_is_unkn
     row = {"path": str(tmp_path / "yes.wav"), "label": "yes", "offset": 0, "gain": 1.0, "fragment": 0}
     continuous._init({"spec": FeatureSpec(), "samples": 40000, "rows": [row], "labels": labels, "seed": [0, 0],
                       "speech_files": [str(tmp_path / "speech.wav")], "phrases": [], "noise": [], "confirm_s": 0.2})
-    old = continuous.CONTEXT, continuous.GAP_S
-    try:
-        continuous.CONTEXT = 1.0  # running speech around every word
-        due = {}
-        for gap_s in (0.0, 0.5):  # speech again at once after the word, or 0.5 s later
-            continuous.GAP_S = (gap_s, gap_s)
-            _, targets, weights = continuous.make_sequence(3)
-            due[gap_s] = np.flatnonzero(targets == labels.index("yes"))
-    finally:
-        continuous.CONTEXT, continuous.GAP_S = old
+    monkeypatch.setattr(continuous, "CONTEXT", 1.0)  # running speech around every word
+    due = {}
+    for gap_s in (0.0, 0.5):  # speech again at once after the word, or 0.5 s later
+        monkeypatch.setattr(continuous, "GAP_S", (gap_s, gap_s))
+        _, targets, weights = continuous.make_sequence(3)
+        due[gap_s] = np.flatnonzero(targets == labels.index("yes"))
     assert len(due[0.0]) == 0 and len(due[0.5]) > 0
     assert (targets[:due[0.5][0]][weights[:due[0.5][0]] > 0] == labels.index("_unknown_")).all()
 
