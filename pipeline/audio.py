@@ -40,9 +40,7 @@ def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mix
     if rate != sample_rate:
         if not resample:
             raise AudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
-        import librosa  # imported here: slow to import and only needed for odd files
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+        audio = resample_hq(audio, orig_sr=rate, target_sr=sample_rate)
         audio = audio[start:] if frames < 0 else audio[start:start + frames]
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: audio contains NaN or Inf samples")
@@ -95,3 +93,16 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     tmp = path.with_name(path.name + ".part")
     sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     tmp.replace(path)
+
+
+def resample_hq(audio: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
+    """``librosa.resample(audio, res_type="soxr_hq")`` of 1-D audio (soxr's HQ mode, the length librosa
+    gives), without importing librosa: its first import in a new venv compiles numba code, and the synth
+    stage's worker processes waited ~35 s for it before their first clip."""
+    import soxr
+
+    if orig_sr == target_sr:
+        return audio
+    size = int(np.ceil(len(audio) * float(target_sr) / orig_sr))
+    out = soxr.resample(audio, orig_sr, target_sr, quality="soxr_hq")[:size]
+    return np.pad(out, (0, size - len(out))).astype(audio.dtype, copy=False)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import AudioError, fit_length, load_audio
+from pipeline.audio import AudioError, fit_length, load_audio, resample_hq
 from pipeline.feature_spec import FeatureSpec, librosa_logmel, logmel
 from pipeline.frontend import power_error
 
@@ -70,6 +70,18 @@ def test_load_audio_resamples_and_mixes_down(tmp_path, rate, channels):
     sf.write(path, data, rate)
     out = load_audio(path, sample_rate=16000)
     assert out.dtype == np.float32 and out.ndim == 1 and abs(len(out) - 16000) <= 1
+
+
+@pytest.mark.parametrize("orig_sr, target_sr, n", [(22050, 16000, 11025), (44100, 16000, 4410), (8000, 16000, 801),
+                                                    (16000, 16000, 100)])
+def test_resample_hq_is_librosa_soxr_hq_without_librosa(orig_sr, target_sr, n):
+    import librosa
+
+    audio = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.3
+    expected = librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
+    out = resample_hq(audio, orig_sr=orig_sr, target_sr=target_sr)
+    assert out.dtype == np.float32 and out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
 
 
 @pytest.mark.parametrize("content, kwargs, message", [

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.audio import write_wav
+from pipeline.audio import resample_hq, write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
 from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, which_set
 from pipeline.espeak import Espeak, speaker_id, ssml_word
@@ -60,15 +60,13 @@ def _init_worker() -> None:
 
 def _synth_phrase(job: dict) -> tuple[str, str | None, dict | None]:
     """Render one whole carrier phrase; returns (relative path, error or None, the command word's span)."""
-    import librosa
-
     raw, words = _ESPEAK.say_timed(job["text"], voice=job["voice"], rate=job["rate"], pitch=job["pitch"],
                                    pitch_range=job["range"])
     span = next(((start, end) for pos, start, end in words if pos == job["word_at"]), None)
     if span is None:
         return job["path"], "espeak gave no timing for the word", None
     scale = job["sample_rate"] / _ESPEAK.sample_rate
-    audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
+    audio = resample_hq(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"])
     audio = audio / max(float(np.abs(audio).max()), 1e-6)
     start, end = int(span[0] * scale), min(len(audio), int(span[1] * scale))
     # espeak's span runs to the next word's start: keep where the word itself sounds (its pause is not the word)
@@ -85,8 +83,6 @@ def _synth_phrase(job: dict) -> tuple[str, str | None, dict | None]:
 
 def _synth_job(job: dict) -> tuple[str, str | None, dict | None]:
     """Render one clip. Returns (relative path, error or None, a phrase's word span or None)."""
-    import librosa
-
     rng = np.random.default_rng(job["seed"])
     try:
         if job.get("phrase_word"):
@@ -101,7 +97,7 @@ def _synth_job(job: dict) -> tuple[str, str | None, dict | None]:
             if span is None:
                 return job["path"], "espeak gave no timing for the word", None
             raw = raw[span[0]:span[1]]
-        audio = librosa.resample(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"], res_type="soxr_hq")
+        audio = resample_hq(raw, orig_sr=_ESPEAK.sample_rate, target_sr=job["sample_rate"])
         if np.abs(audio).max() < 0.01:
             return job["path"], "espeak produced silence", None
         if "text" in job and not job.get("keyword"):  # running speech: the whole utterance, trimmed
