@@ -220,18 +220,29 @@ def keyword_weighted(weights: np.ndarray, targets: np.ndarray, labels: list[str]
     return weights * np.where(keyword, np.float32(factor), np.float32(1.0))
 
 
-def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None):
+def training_sequences(cfg, spec: FeatureSpec, labels: list[str], *, workers: int | None = None) -> tuple[tuple, tuple]:
+    """The sequences ``train`` learns and validates on: ((features, targets, weights) of the training split,
+    the same of the validation split). They need no model, so the train stage makes them beside the 1-s
+    training (pipeline/side_work.py)."""
+    t = cfg.train
+    workers = workers or multiprocessing.cpu_count()
+    return (build_sequences(cfg, spec, labels, "train", t.continuous_sequences, seconds=t.continuous_seconds,
+                            seed=cfg.run.seed, workers=workers),
+            build_sequences(cfg, spec, labels, "validation", max(64, t.continuous_sequences // 10),
+                            seconds=t.continuous_seconds, seed=cfg.run.seed, workers=workers))
+
+
+def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None,
+          built: tuple[tuple, tuple] | None = None):
     """The continuous model: ``train.continuous_sequences`` training sequences, ``train.continuous_epochs``
     epochs from the 1-s weights; then, with ``train.continuous_hard_negative_epochs``, the places where it
     fires on the training speakers' running speech join as ``_unknown_`` sequences and training goes on.
-    Returns (model, report)."""
+    ``built``: those sequences already made (``training_sequences``). Returns (model, report)."""
     t = cfg.train
-    workers = workers or multiprocessing.cpu_count()
     t0 = time.time()
-    x, y, w = build_sequences(cfg, spec, labels, "train", t.continuous_sequences, seconds=t.continuous_seconds,
-                              seed=cfg.run.seed, workers=workers)
-    vx, vy, vw = build_sequences(cfg, spec, labels, "validation", max(64, t.continuous_sequences // 10),
-                                 seconds=t.continuous_seconds, seed=cfg.run.seed, workers=workers)
+    if built is None:
+        built = training_sequences(cfg, spec, labels, workers=workers)
+    (x, y, w), (vx, vy, vw) = built
     built_s = time.time() - t0
     factor = t.continuous_keyword_weight  # the keyword frames' loss weight (the validation loss is weighed alike)
     w, vw = keyword_weighted(w, y, labels, factor), keyword_weighted(vw, vy, labels, factor)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -214,6 +215,16 @@ def recording_names(cfg: Config) -> list[tuple[str, str, int]]:
 
 def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
     """{name: (audio, events, counts)} of every recording (``recording_names``), made once and cached."""
+    folder = make_recordings(cfg, spec)
+    out = {}
+    for name, _, _ in recording_names(cfg):
+        meta = json.loads((folder / f"{name}.json").read_text())
+        out[name] = (load_audio(folder / f"{name}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
+    return out
+
+
+def make_recordings(cfg: Config, spec: FeatureSpec) -> Path:
+    """Make every recording into their cache folder unless it is complete; returns the folder."""
     folder = cfg.long_audio_dir
     names = recording_names(cfg)
     if not all((folder / f"{name}.json").is_file() for name, _, _ in names):
@@ -234,11 +245,7 @@ def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, li
                                                               "transcript": transcript}, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
-    out = {}
-    for name, _, _ in names:
-        meta = json.loads((folder / f"{name}.json").read_text())
-        out[name] = (load_audio(folder / f"{name}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
-    return out
+    return folder
 
 
 def transcript(cfg: Config, name: str) -> list[dict]:

@@ -34,6 +34,10 @@ def test_all_stages_write_the_contract_outputs(tiny_run):
     for picture in ("confusion_matrix.png", "training_curves.png"):
         assert (run_dir / picture).read_bytes()[:4] == b"\x89PNG"
     assert manifest["verified"]["ok"] is True
+    # the continuous sequences and the benchmark recordings were made beside the 1-s training, and used
+    assert "the side process had made the continuous sequences" in result.stdout
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["continuous"]["built_beside_training"] and summary["continuous"]["sequences"] > 0
     long_audio = manifest["long_audio"]
     assert long_audio["keywords"] > 0 and 0 <= long_audio["recall"] <= 1 and long_audio["false_alarms_per_hour"] >= 0
     assert long_audio["validation_minutes"] == 3 * 0.5  # the demo's three validation recordings pick the threshold

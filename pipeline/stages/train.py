@@ -3,7 +3,8 @@
 tf.data reads the memmapped cache (one of the cached augmented versions per clip per epoch, see
 features.py), applies SpecAugment, and feeds ``model.fit``. Best-validation checkpointing, early
 stopping, cosine LR with warmup, CSV history, TensorBoard logs, and BackupAndRestore so an interrupted
-run resumes from its last finished epoch.
+run resumes from its last finished epoch. Meanwhile a side process makes the continuous design's sequences
+and verify's benchmark recordings in the cycles the training leaves idle (pipeline/side_work.py).
 
 Outputs in ``cfg.run_dir``: model.keras (best validation accuracy), history.csv, logs/ (TensorBoard),
 train_summary.json (devices, cuDNN eligibility, parameter count, timing), and with
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import side_work
 from pipeline.config import Config, ConfigError
 from pipeline.dataset import load_split, load_stats
 from pipeline.errors import StageError
@@ -308,22 +310,32 @@ def run(cfg: Config) -> Path:
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False),
     ]
-    if t.distribute == "multi_worker":
-        # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
-        # a custom loop does the same job (no BackupAndRestore there)
-        history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                                   global_batch=global_batch, label_smoothing=t.label_smoothing, work=work)
-    else:
-        history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
-    mined = {}
-    if t.hard_negative_epochs > 0 and t.distribute == "none":
-        mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats,
-                                            jit=jit)
-        more = mined.pop("history")
-        history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
-    elif t.hard_negative_epochs > 0:
-        print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
+    # the continuous sequences and the benchmark recordings need no model: a side process makes them in the
+    # cycles the 1-s training leaves idle (pipeline/side_work.py)
+    side = side_work.start(cfg, stats["feature_spec"], labels, work) \
+        if side_work.wanted(cfg) and t.distribute == "none" else None
+    try:
+        if t.distribute == "multi_worker":
+            # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
+            # a custom loop does the same job (no BackupAndRestore there)
+            history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                                       global_batch=global_batch, label_smoothing=t.label_smoothing, work=work)
+        else:
+            history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                                callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
+        mined = {}
+        if t.hard_negative_epochs > 0 and t.distribute == "none":
+            mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats,
+                                                jit=jit)
+            more = mined.pop("history")
+            history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
+        elif t.hard_negative_epochs > 0:
+            print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
+    except BaseException:
+        if side is not None:
+            side_work.stop(side)
+        raise
+    built, built_s = side_work.finish(side, work) if side is not None else (None, None)
     seconds = time.time() - t0
     if not is_chief(strategy):
         shutil.rmtree(work)
@@ -338,7 +350,11 @@ def run(cfg: Config) -> Path:
 
         print(f"train: the continuous design: {t.continuous_sequences} sequences of {t.continuous_seconds} s, "
               f"{t.continuous_epochs} epochs from the 1-s weights")
-        sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]), labels)
+        sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]), labels,
+                                                             built=built)
+        if built_s is not None:
+            continuous["build_s"] = round(built_s, 1)  # beside the 1-s training, in the side process
+            continuous["built_beside_training"] = True
         sequence_model.save(work / "model_continuous.keras")
         last = continuous.get("hard_negatives", continuous)  # its hard-negative epochs come last where they run
         print(f"train: continuous design, validation frame accuracy {last['val_frame_accuracy'][-1]:.4f}")
