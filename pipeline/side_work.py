@@ -43,7 +43,7 @@ def start(cfg: Config, spec: dict, labels: list[str], work: Path):
     return process
 
 
-def finish(process, work: Path) -> tuple[tuple[tuple, tuple] | None, float | None]:
+def finish(process, cfg: Config, work: Path) -> tuple[tuple[tuple, tuple] | None, float | None]:
     """Wait for the side process; returns (the continuous sequences or None, the seconds they took or None)."""
     t0 = time.time()
     if process.is_alive():
@@ -55,8 +55,9 @@ def finish(process, work: Path) -> tuple[tuple[tuple, tuple] | None, float | Non
         print(f"train: the side process failed (exit {process.exitcode}{': ' + last[0] if last else ''}); "
               f"its work is done in turn instead")
     else:
-        print(f"train: the side process had made the continuous sequences and the benchmark recordings "
-              f"(waited {time.time() - t0:.0f} s for it)")
+        made = [what for what, on in (("the continuous sequences", cfg.train.continuous_sequences > 0),
+                                      ("the benchmark recordings", cfg.export.long_audio_minutes > 0)) if on]
+        print(f"train: the side process had made {' and '.join(made)} (waited {time.time() - t0:.0f} s for it)")
     path = work / SEQUENCES
     if not path.is_file():
         return None, None

@@ -335,7 +335,7 @@ def run(cfg: Config) -> Path:
         if side is not None:
             side_work.stop(side)
         raise
-    built, built_s = side_work.finish(side, work) if side is not None else (None, None)
+    built, built_s = side_work.finish(side, cfg, work) if side is not None else (None, None)
     seconds = time.time() - t0
     if not is_chief(strategy):
         shutil.rmtree(work)
