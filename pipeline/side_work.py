@@ -29,9 +29,10 @@ SEQUENCES = "continuous_sequences.npz"
 LOG = "side_work.log"
 
 
-def wanted(cfg: Config) -> bool:
-    """Is there any work for the side process under this config?"""
-    return cfg.train.continuous_sequences > 0 or cfg.export.long_audio_minutes > 0
+def jobs(cfg: Config) -> list[str]:
+    """What the side process makes under this config (nothing: no side process)."""
+    return [what for what, on in (("the continuous sequences", cfg.train.continuous_sequences > 0),
+                                  ("the benchmark recordings", cfg.export.long_audio_minutes > 0)) if on]
 
 
 def start(cfg: Config, spec: dict, labels: list[str], work: Path):
@@ -55,9 +56,7 @@ def finish(process, cfg: Config, work: Path) -> tuple[tuple[tuple, tuple] | None
         print(f"train: the side process failed (exit {process.exitcode}{': ' + last[0] if last else ''}); "
               f"its work is done in turn instead")
     else:
-        made = [what for what, on in (("the continuous sequences", cfg.train.continuous_sequences > 0),
-                                      ("the benchmark recordings", cfg.export.long_audio_minutes > 0)) if on]
-        print(f"train: the side process had made {' and '.join(made)} (waited {time.time() - t0:.0f} s for it)")
+        print(f"train: the side process had made {' and '.join(jobs(cfg))} (waited {time.time() - t0:.0f} s for it)")
     path = work / SEQUENCES
     if not path.is_file():
         return None, None

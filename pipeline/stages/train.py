@@ -313,7 +313,7 @@ def run(cfg: Config) -> Path:
     # the continuous sequences and the benchmark recordings need no model: a side process makes them in the
     # cycles the 1-s training leaves idle (pipeline/side_work.py)
     side = side_work.start(cfg, stats["feature_spec"], labels, work) \
-        if side_work.wanted(cfg) and t.distribute == "none" else None
+        if side_work.jobs(cfg) and t.distribute == "none" else None
     try:
         if t.distribute == "multi_worker":
             # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
