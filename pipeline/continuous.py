@@ -271,20 +271,26 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
         t1 = time.time()
         seed = [cfg.run.seed, 3]
         streams = speech_streams(speech, spec.sample_rate, seed=seed)
-        spots = false_fires(model, streams, spec, labels, threshold=t.continuous_hard_negative_threshold)
-        mx, my, mw = negative_sequences(cfg, spec, labels, streams, spots, copies=t.continuous_hard_negative_copies,
-                                        seed=seed)
         hours = sum(len(s) for s in streams) / spec.sample_rate / 3600
+        places = []
+        for round_ in range(t.continuous_hard_negative_rounds):
+            # each round mines the same speech with the model the last round left: where it still fires
+            spots = false_fires(model, streams, spec, labels, threshold=t.continuous_hard_negative_threshold)
+            mx, my, mw = negative_sequences(cfg, spec, labels, streams, spots, copies=t.continuous_hard_negative_copies,
+                                            seed=seed + [round_] if round_ else seed)
+            x, y, w = np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw])
+            places.append(len(spots))
+            print(f"train: continuous design, {len(spots)} places in {hours:.1f} h of training speakers' speech where a "
+                  f"keyword scores >= {t.continuous_hard_negative_threshold:g}: {len(mx)} _unknown_ sequences around them, "
+                  f"{t.continuous_hard_negative_epochs} more epoch(s) over all", flush=True)
+            history = _fit(model, *chained(x, y, w), validation,
+                           learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
+                           epochs=t.continuous_hard_negative_epochs, batch=batch)
         del streams
-        print(f"train: continuous design, {len(spots)} places in {hours:.1f} h of training speakers' speech where a "
-              f"keyword scores >= {t.continuous_hard_negative_threshold:g}: {len(mx)} _unknown_ sequences around them, "
-              f"{t.continuous_hard_negative_epochs} more epoch(s) over all", flush=True)
-        history = _fit(model, *chained(np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw])),
-                       validation, learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
-                       epochs=t.continuous_hard_negative_epochs, batch=batch)
         report["hard_negatives"] = {
-            "speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": len(spots),
-            "sequences": int(len(mx)), "epochs": t.continuous_hard_negative_epochs, "seconds": round(time.time() - t1, 1),
+            "speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": sum(places),
+            "places_each_round": places, "sequences": int(len(x) - report["sequences"]),
+            "epochs": t.continuous_hard_negative_epochs, "seconds": round(time.time() - t1, 1),
             "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
             "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
     return model, report

@@ -21,6 +21,7 @@ TINY = [
     "train.continuous_sequences=200",  # the continuous design, as the demo trains it, but small
     "train.continuous_epochs=1",
     "train.continuous_hard_negative_epochs=1",  # and its hard negatives from running speech
+    "train.continuous_hard_negative_rounds=2",  # mined twice, as the demo does
     "train.continuous_chain=2",  # chained, with a noise floor under half the chains
     "train.continuous_floor_probability=0.5",
     "synth.noise_seconds=5",

@@ -64,6 +64,7 @@ def test_wrong_type_is_an_error_naming_the_key(override, key):
     ("train.ema_momentum=1.0", "train.ema_momentum"),
     ("train.continuous_hard_negative_threshold=1.0", "train.continuous_hard_negative_threshold"),
     ("train.continuous_hard_negative_copies=0", "train.continuous_hard_negative_copies"),
+    ("train.continuous_hard_negative_rounds=0", "train.continuous_hard_negative_rounds"),
     ("train.continuous_chain=0", "train.continuous_chain"),
     ("train.continuous_floor_probability=1.5", "train.continuous_floor_probability"),
 ])

@@ -176,6 +176,7 @@ def test_changing_a_training_key_reruns_train_and_later_stages_only(tiny_run):
     assert continuous["sequences"] > 100 and continuous["chain"] == 2
     mined = continuous["hard_negatives"]  # places where the trained state fired on speech, 6 sequences each
     assert mined["speech_hours"] > 0 and mined["sequences"] == 6 * mined["places"]
+    assert len(mined["places_each_round"]) == 2 and sum(mined["places_each_round"]) == mined["places"]
     # one epoch, and the continuous design off: the run falls back to the staggered design
     result = cli("all", tmp=tmp, extra=["train.epochs=1", "train.continuous_sequences=0"])
     assert result.returncode == 0, result.stderr[-2000:]
