@@ -21,7 +21,8 @@ resets (docs/always_on.md has the comparison that chose it):
    model's, so the streaming step of the export stage runs it unchanged: one hop in, scores out.
 3. Hard negatives (``train.continuous_hard_negative_epochs``): the training speakers' running speech goes
    through the trained model's never-reset state; sequences of that speech around each place where a keyword
-   fires become ``_unknown_`` examples, and training goes on over old and new sequences.
+   fires become ``_unknown_`` examples, and training goes on over old and new sequences
+   (``train.continuous_hard_negative_rounds`` times, each mining with the model the round before left).
 4. Scoring: the whole recording through one state, in chunks (``continuous_scores``); the detector reads
    a decision every stride of frames.
 """
