@@ -285,6 +285,11 @@ class ExportConfig:
     # hour, one hour's threshold rests on its one or two most confident false alarms and swings from run to
     # run; N hours rest on N or so. They are scored side by side with the test recording
     long_audio_validation_recordings: int = 1
+    # how many *quiet* validation recordings join them (0 = none): laid out like a room where someone talks
+    # and now and then says a command alone, over one low noise floor (pipeline/long_audio.py, plan_quiet).
+    # With any, a quiet test recording is reported too. The threshold is then picked for that room as well
+    # as for the noisy mixed recordings
+    long_audio_quiet_recordings: int = 0
 
 
 @dataclass(frozen=True)
@@ -350,8 +355,8 @@ class Config:
     def long_audio_dir(self) -> Path:
         """The always-on benchmark's recordings (pipeline/long_audio.py): depend on the split index, the
         espeak voices and the length."""
-        key = self.section_hash("export.long_audio_minutes", "export.long_audio_validation_recordings", "synth.voices",
-                                "synth.variants", "run.seed")
+        key = self.section_hash("export.long_audio_minutes", "export.long_audio_validation_recordings",
+                                "export.long_audio_quiet_recordings", "synth.voices", "synth.variants", "run.seed")
         return self.prepared_dir.with_name(f"{self.prepared_dir.name}_long_audio_v{LONG_AUDIO_VERSION}_{key[:8]}")
 
     def value(self, key: str):
@@ -543,6 +548,8 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.synth.speech_per_speaker >= 0, "synth.speech_per_speaker", cfg.synth.speech_per_speaker, ">= 0")
     require(cfg.export.long_audio_validation_recordings >= 1, "export.long_audio_validation_recordings",
             cfg.export.long_audio_validation_recordings, ">= 1")
+    require(cfg.export.long_audio_quiet_recordings >= 0, "export.long_audio_quiet_recordings",
+            cfg.export.long_audio_quiet_recordings, ">= 0")
     require(cfg.synth.phrases_per_speaker >= 0, "synth.phrases_per_speaker", cfg.synth.phrases_per_speaker, ">= 0")
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")

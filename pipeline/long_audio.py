@@ -14,6 +14,13 @@ split, as in the dataset) or inside a short carrier phrase ("please say {} now")
 timings give its span. Under it all runs background noise (the dataset's ``_background_noise_``
 files) at a signal-to-noise ratio drawn per 30-s block from ``SNRS_DB``.
 
+With ``export.long_audio_quiet_recordings`` there are also *quiet* recordings, laid out like a room
+where someone talks and now and then gives a command (``plan_quiet``): in the first sixth, a command said
+alone after every 2-6 s of speech (one sentence); then running speech only, where the false alarms come
+from; one low noise floor (``QUIET_SNR_DB`` under the speech) all through. ``validation_quiet``,
+``validation_quiet_2``, ... join the validation recordings that pick the threshold; ``test_quiet`` is
+reported beside ``test``.
+
 Recordings are made once and cached, like any stage output, in ``Config.long_audio_dir`` (its name is
 a hash of what they depend on): ``{split}.wav`` (16-bit PCM) and ``{split}.json`` (the keyword events, and
 the transcript: every piece of speech with its time and text).
@@ -40,6 +47,10 @@ SPLITS = ("validation", "test")
 SNRS_DB = (30.0, 20.0, 10.0)  # speech-to-noise ratios of the background, one per 30-s block
 NOISE_BLOCK_S = 30.0
 KEYWORD_EVERY_S = (10.0, 20.0)  # a command word after this much running speech (uniform)
+QUIET_COMMAND_EVERY_S = (2.0, 6.0)  # quiet recordings: speech between two commands in their first sixth
+QUIET_COMMAND_SHARE = 1 / 6  # 10 minutes of an hour
+QUIET_SNR_DB = 30.0  # quiet recordings: the one noise level, under the speech
+QUIET_STREAM = 7  # quiet recordings draw from their own random streams (the others stay as they were)
 
 
 def split_speakers(cfg: Config, split: str, variants: list[str]) -> list[str]:
@@ -124,18 +135,48 @@ def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.
     return pieces
 
 
+def plan_quiet(rng: np.random.Generator, voices: list[str], *, minutes: float, command_minutes: float,
+               sample_rate: int) -> list[dict]:
+    """The pieces of a quiet recording: in the first ``command_minutes``, a command said alone (its clip
+    is drawn when placed) after every QUIET_COMMAND_EVERY_S of speech (one sentence at a time); after
+    that, running speech only (1-4 sentences a stretch)."""
+    pieces, planned, next_command = [], 0.0, rng.uniform(*QUIET_COMMAND_EVERY_S)
+    while planned < minutes * 60 * 1.1:  # lengths are estimated: plan 10% more
+        voice = voices[int(rng.integers(len(voices)))]
+        rate, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
+        early = planned < command_minutes * 60
+        if early and planned >= next_command:
+            pieces.append({"kind": "alone", "pause": float(rng.uniform(0.5, 1.2))})
+            planned += 1.5
+            next_command = planned + rng.uniform(*QUIET_COMMAND_EVERY_S)
+            continue
+        text = ". ".join(sentence(rng) for _ in range(1 if early else int(rng.integers(1, 5))))
+        pieces.append({"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch,
+                       "sample_rate": sample_rate, "pause": float(rng.uniform(0.2, 0.8))})
+        planned += 0.38 * len(text.split()) * 160 / rate + pieces[-1]["pause"]
+    return pieces
+
+
+def is_quiet(name: str) -> bool:
+    """Whether a recording of recording_names is laid out quiet (plan_quiet)."""
+    return "_quiet" in name
+
+
 def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float, voices: list[str],
-                   pool, number: int = 1) -> tuple[np.ndarray, list[dict], dict, list[dict]]:
+                   pool, number: int = 1, quiet: bool = False) -> tuple[np.ndarray, list[dict], dict, list[dict]]:
     """(audio [S], keyword events [{label, start_s, end_s, kind}], counts, transcript) of one split's
     recording (its ``number``-th: each has its own random stream, and the first is the same whatever the
-    count). The transcript is every piece as placed: [{kind, start_s, end_s, text}], a word said alone
-    in capitals; verify shows what was said under each false alarm with it."""
+    count), laid out by ``plan`` or, ``quiet``, by ``plan_quiet``. The transcript is every piece as placed:
+    [{kind, start_s, end_s, text}], a word said alone in capitals; verify shows what was said under each
+    false alarm with it."""
     sr = spec.sample_rate
-    rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)] + ([number] if number > 1 else []))
-    pieces = plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng)
+    rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)] + ([number] if number > 1 else [])
+                                + ([QUIET_STREAM] if quiet else []))
+    pieces = (plan_quiet(rng, voices, minutes=minutes, command_minutes=minutes * QUIET_COMMAND_SHARE, sample_rate=sr)
+              if quiet else plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng))
     spoken = [p for p in pieces if p["kind"] != "alone"]
     rendered = dict(zip(map(id, spoken), tqdm(pool.imap(_render, spoken, chunksize=4), total=len(spoken),
-                                              desc=f"long audio ({split}{'' if number == 1 else f' {number}'})",
+                                              desc=f"long audio ({split}{' quiet' if quiet else ''}{'' if number == 1 else f' {number}'})",
                                               unit="piece", leave=False)))
     rows = [r for r in read_rows(cfg.prepared_dir, "test" if split == "test" else "validation")
             if r["label"] not in (SILENCE_LABEL, UNKNOWN_LABEL) and not r.get("fragment")]
@@ -145,10 +186,13 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
     for piece in pieces:
         if at >= total:
             break
-        if piece["kind"] == "alone":
-            candidates = [r for r in rows if r["label"] == piece["label"]] or rows
+        label = piece.get("label")
+        if piece["kind"] == "alone":  # a quiet recording's piece has no word yet: any clip of the split
+            candidates = [r for r in rows if r["label"] == label] or rows
+            row = candidates[int(rng.integers(len(candidates)))]
+            label = row["label"]
             try:
-                audio = load_clip(candidates[int(rng.integers(len(candidates)))], spec)
+                audio = load_clip(row, spec)
             except AudioError:
                 skipped += 1
                 continue
@@ -164,12 +208,13 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
         audio = audio[:total - at]
         speech[at:at + len(audio)] = audio
         transcript.append({"kind": piece["kind"], "start_s": round(at / sr, 3), "end_s": round((at + len(audio)) / sr, 3),
-                           "text": piece["label"].upper() if piece["kind"] == "alone" else piece["text"]})
+                           "text": label.upper() if piece["kind"] == "alone" else piece["text"]})
         if piece["kind"] != "speech" and span is not None and at + span[1] <= total:
-            events.append({"label": piece["label"], "kind": piece["kind"], "start_s": (at + span[0]) / sr,
+            events.append({"label": label, "kind": piece["kind"], "start_s": (at + span[0]) / sr,
                            "end_s": (at + span[1]) / sr})
         at += len(audio) + int(piece["pause"] * sr)
-    mixed, block_snrs = add_noise(speech, noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr)
+    mixed, block_snrs = add_noise(speech, noise_track(cfg, total, sr, rng), rng=rng, sample_rate=sr,
+                                  snrs_db=(QUIET_SNR_DB,) if quiet else SNRS_DB)
     for event in events:  # the noise level a word was said in: recall by SNR
         event["snr_db"] = block_snrs[min(int(event["start_s"] // NOISE_BLOCK_S), len(block_snrs) - 1)]
     counts = {"keywords": len(events), "alone": sum(e["kind"] == "alone" for e in events),
@@ -208,9 +253,13 @@ def add_noise(speech: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator
 
 def recording_names(cfg: Config) -> list[tuple[str, str, int]]:
     """(name, split, number) of every recording: ``validation``, ``validation_2``, ... (there are
-    ``export.long_audio_validation_recordings``), then ``test``."""
-    n = cfg.export.long_audio_validation_recordings
-    return [("validation" if k == 1 else f"validation_{k}", "validation", k) for k in range(1, n + 1)] + [("test", "test", 1)]
+    ``export.long_audio_validation_recordings``), then ``test``; with ``export.long_audio_quiet_recordings``
+    also ``validation_quiet``, ``validation_quiet_2``, ... and ``test_quiet`` (is_quiet)."""
+    n, quiet = cfg.export.long_audio_validation_recordings, cfg.export.long_audio_quiet_recordings
+    numbered = lambda stem, k: stem if k == 1 else f"{stem}_{k}"  # noqa: E731
+    return ([(numbered("validation", k), "validation", k) for k in range(1, n + 1)] + [("test", "test", 1)]
+            + [(numbered("validation_quiet", k), "validation", k) for k in range(1, quiet + 1)]
+            + ([("test_quiet", "test", 1)] if quiet else []))
 
 
 def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
@@ -239,7 +288,7 @@ def make_recordings(cfg: Config, spec: FeatureSpec) -> Path:
             for name, split, number in names:
                 audio, events, counts, transcript = make_recording(
                     cfg, spec, split, minutes=cfg.export.long_audio_minutes, voices=split_speakers(cfg, split, variants),
-                    pool=pool, number=number)
+                    pool=pool, number=number, quiet=is_quiet(name))
                 write_wav(tmp / f"{name}.wav", audio, spec.sample_rate)
                 (tmp / f"{name}.json").write_text(json.dumps({"counts": counts, "events": events,
                                                               "transcript": transcript}, indent=1))

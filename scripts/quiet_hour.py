@@ -1,9 +1,10 @@
 """An always-on hour laid out like the outside check of docs/always_on.md ("An hour like the outside
 check's"), and its score with a run's own detector and threshold.
 
-The hour: in the first ``--command-minutes`` (10), a command said alone after every 2-6 s of speech (one
-sentence); after that, running speech only (1-4 sentences a stretch), so most of the hour is where false
-alarms come from; a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
+The hour (``pipeline.long_audio.plan_quiet``, the layout of the verify stage's quiet recordings): in the
+first ``--command-minutes`` (10), a command said alone after every 2-6 s of speech (one sentence); after
+that, running speech only (1-4 sentences a stretch), so most of the hour is where false alarms come from;
+a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
 ``--no-noise``: none; ``--noise-file white_noise.wav``: that file alone). The voices are either
 - ``accents``: espeak voices that no training config uses (the unseen-voice set's ten other-language
   voices, four random variants each), saying the sentences; the commands are the unseen-voice set's
@@ -32,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import COMMAND_WORDS, load_config  # noqa: E402
 from pipeline.feature_spec import FeatureSpec  # noqa: E402
 
-COMMAND_EVERY_S = (2.0, 6.0)  # speech between two commands in the first minutes
 VARIANTS_PER_ACCENT = 4
 
 
@@ -49,27 +49,6 @@ def command_clips(args, cfg) -> list[tuple[Path, str]]:
         sys.exit(f"quiet_hour: no prepared test split in {cfg.prepared_dir}: run the demo (or give its config) first")
     return [(Path(r["path"]), r["label"]) for r in read_rows(cfg.prepared_dir, "test")
             if r["label"] in COMMAND_WORDS and not r.get("fragment")]
-
-
-def plan(rng: np.random.Generator, voices: list[str], *, minutes: float, command_minutes: float,
-         sample_rate: int) -> list[dict]:
-    from pipeline.sentences import sentence
-
-    pieces, planned, next_command = [], 0.0, rng.uniform(*COMMAND_EVERY_S)
-    while planned < minutes * 60 * 1.1:  # lengths are estimated: plan 10% more
-        voice = voices[int(rng.integers(len(voices)))]
-        rate, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
-        early = planned < command_minutes * 60
-        if early and planned >= next_command:
-            pieces.append({"kind": "alone", "pause": float(rng.uniform(0.5, 1.2))})
-            planned += 1.5
-            next_command = planned + rng.uniform(*COMMAND_EVERY_S)
-            continue
-        text = ". ".join(sentence(rng) for _ in range(1 if early else int(rng.integers(1, 5))))
-        pieces.append({"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch,
-                       "sample_rate": sample_rate, "pause": float(rng.uniform(0.2, 0.8))})
-        planned += 0.38 * len(text.split()) * 160 / rate + pieces[-1]["pause"]
-    return pieces
 
 
 def make(args) -> None:
@@ -94,7 +73,8 @@ def make(args) -> None:
                   for v in rng.choice(variants, VARIANTS_PER_ACCENT, replace=False)]
     else:
         voices = long_audio.split_speakers(cfg, "test", variants)
-    pieces = plan(rng, voices, minutes=args.minutes, command_minutes=args.command_minutes, sample_rate=sr)
+    pieces = long_audio.plan_quiet(rng, voices, minutes=args.minutes, command_minutes=args.command_minutes,
+                                   sample_rate=sr)
     spoken = [p for p in pieces if p["kind"] == "speech"]
     with multiprocessing.get_context("spawn").Pool(cfg.features.workers or None,
                                                    initializer=long_audio._init_worker) as pool:

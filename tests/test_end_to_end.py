@@ -40,7 +40,12 @@ def test_all_stages_write_the_contract_outputs(tiny_run):
     assert summary["continuous"]["built_beside_training"] and summary["continuous"]["sequences"] > 0
     long_audio = manifest["long_audio"]
     assert long_audio["keywords"] > 0 and 0 <= long_audio["recall"] <= 1 and long_audio["false_alarms_per_hour"] >= 0
-    assert long_audio["validation_minutes"] == 3 * 0.5  # the demo's three validation recordings pick the threshold
+    # the demo's three validation recordings and three quiet ones pick the threshold
+    assert long_audio["validation_minutes"] == (3 + 3) * 0.5
+    # the quiet test recording is reported apart, at the same threshold: commands said alone only
+    quiet = long_audio["quiet_test"]
+    assert quiet["alone"] == quiet["keywords"] and quiet["in_phrases"] == 0 and quiet["hours"] == round(0.5 / 60, 3)
+    assert quiet["hits"] == round(quiet["recall"] * quiet["keywords"]) and quiet["false_alarms"] >= 0
     assert long_audio["validation"]["keywords"] > long_audio["keywords"]
     assert (run_dir / "det_curve.png").read_bytes()[:4] == b"\x89PNG"
     # recall of words said alone, split by the noise level they were said in, adds up to the whole

@@ -152,7 +152,7 @@ def test_validation_recordings_join_into_one_longer_recording():
     from pipeline.long_audio import recording_names
     from pipeline.stages.verify import join_recordings
 
-    cfg = load_config(None, ["export.long_audio_validation_recordings=3"])
+    cfg = load_config(None, ["export.long_audio_validation_recordings=3", "export.long_audio_quiet_recordings=0"])
     assert recording_names(cfg) == [("validation", "validation", 1), ("validation_2", "validation", 2),
                                     ("validation_3", "validation", 3), ("test", "test", 1)]
     event = {"label": "yes", "kind": "alone", "start_s": 10.0, "end_s": 10.5}
@@ -166,18 +166,14 @@ def test_validation_recordings_join_into_one_longer_recording():
     assert counts == {"keywords": 3, "alone": 3, "voices": 5}  # voices: the split's, not a sum
 
 
-def test_the_quiet_hour_says_commands_only_in_its_first_minutes():
-    """scripts/quiet_hour.py lays its hour out like the outside check: commands said alone among single
-    sentences at first, then only running speech, where the false alarms are counted."""
-    import importlib.util
-    from pathlib import Path
+def test_a_quiet_plan_says_commands_only_in_its_first_minutes():
+    """The quiet recordings (and scripts/quiet_hour.py) are laid out like the outside check's hour:
+    commands said alone among single sentences at first, then only running speech, where the false alarms
+    are counted."""
+    from pipeline.long_audio import plan_quiet
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "quiet_hour.py"
-    spec = importlib.util.spec_from_file_location("quiet_hour", path)
-    quiet_hour = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quiet_hour)
     voices = ["en+m1", "en-us+f2"]
-    pieces = quiet_hour.plan(np.random.default_rng(0), voices, minutes=12, command_minutes=2, sample_rate=16000)
+    pieces = plan_quiet(np.random.default_rng(0), voices, minutes=12, command_minutes=2, sample_rate=16000)
     kinds = [p["kind"] for p in pieces]
     last_command = max(i for i, k in enumerate(kinds) if k == "alone")
     assert 15 <= kinds.count("alone") <= 40  # one after every 2-6 s of speech, for 2 minutes
@@ -185,6 +181,21 @@ def test_the_quiet_hour_says_commands_only_in_its_first_minutes():
     early, late = pieces[:last_command], pieces[last_command + 1:]
     assert all(p["text"].count(". ") == 0 for p in early if p["kind"] == "speech")  # one sentence between commands
     assert "alone" not in [p["kind"] for p in late] and len(late) > 2 * len(early)  # then speech only, most of it
+
+
+def test_quiet_recordings_join_the_validation_ones_and_a_quiet_test_one_is_named_apart():
+    from pipeline.config import load_config
+    from pipeline.long_audio import is_quiet, recording_names
+
+    cfg = load_config(None, ["export.long_audio_validation_recordings=2", "export.long_audio_quiet_recordings=2"])
+    names = recording_names(cfg)
+    assert names == [("validation", "validation", 1), ("validation_2", "validation", 2), ("test", "test", 1),
+                     ("validation_quiet", "validation", 1), ("validation_quiet_2", "validation", 2),
+                     ("test_quiet", "test", 1)]
+    assert [is_quiet(name) for name, _, _ in names] == [False, False, False, True, True, True]
+    # the cache folder changes with the count, so recordings made without them are never taken for complete
+    assert cfg.long_audio_dir != load_config(None, ["export.long_audio_validation_recordings=2",
+                                                            "export.long_audio_quiet_recordings=0"]).long_audio_dir
 
 
 def test_hard_negative_places_are_spaced_and_land_where_a_word_would_end(tmp_path):
