@@ -111,6 +111,17 @@ def at_speaking_level(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return None if peak < 1e-3 else audio / peak * rng.uniform(0.3, 0.9)
 
 
+def speech_piece(text: str, *, voice: str, rate: int, pitch: int, sample_rate: int, rng: np.random.Generator) -> dict:
+    """A stretch of running speech for a plan, with the pause after it (0.2-0.8 s)."""
+    return {"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch, "sample_rate": sample_rate,
+            "pause": float(rng.uniform(0.2, 0.8))}
+
+
+def estimated_seconds(piece: dict) -> float:
+    """How long a speech piece and its pause take, estimated from its words and rate before espeak speaks it."""
+    return 0.38 * len(piece["text"].split()) * 160 / piece["rate"] + piece["pause"]
+
+
 def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator) -> list[dict]:
     """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase)."""
     pieces, planned, next_keyword = [], 0.0, rng.uniform(*KEYWORD_EVERY_S)
@@ -128,10 +139,10 @@ def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.
             next_keyword = planned + rng.uniform(*KEYWORD_EVERY_S)
             planned += 2.0
             continue
-        text = ". ".join(sentence(rng) for _ in range(int(rng.integers(1, 5))))
-        pieces.append({"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch,
-                       "sample_rate": sample_rate, "pause": float(rng.uniform(0.2, 0.8))})
-        planned += 0.38 * len(text.split()) * 160 / rate + pieces[-1]["pause"]
+        piece = speech_piece(". ".join(sentence(rng) for _ in range(int(rng.integers(1, 5)))), voice=voice, rate=rate,
+                             pitch=pitch, sample_rate=sample_rate, rng=rng)
+        pieces.append(piece)
+        planned += estimated_seconds(piece)
     return pieces
 
 
@@ -150,10 +161,10 @@ def plan_quiet(rng: np.random.Generator, voices: list[str], *, minutes: float, c
             planned += 1.5
             next_command = planned + rng.uniform(*QUIET_COMMAND_EVERY_S)
             continue
-        text = ". ".join(sentence(rng) for _ in range(1 if early else int(rng.integers(1, 5))))
-        pieces.append({"kind": "speech", "text": text, "voice": voice, "rate": rate, "pitch": pitch,
-                       "sample_rate": sample_rate, "pause": float(rng.uniform(0.2, 0.8))})
-        planned += 0.38 * len(text.split()) * 160 / rate + pieces[-1]["pause"]
+        piece = speech_piece(". ".join(sentence(rng) for _ in range(1 if early else int(rng.integers(1, 5)))),
+                             voice=voice, rate=rate, pitch=pitch, sample_rate=sample_rate, rng=rng)
+        pieces.append(piece)
+        planned += estimated_seconds(piece)
     return pieces
 
 

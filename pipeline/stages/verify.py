@@ -361,13 +361,18 @@ def join_recordings(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, list[di
     return np.concatenate(times), np.concatenate(scores), events, offset, counts
 
 
+def point_at(curve: list[dict], threshold: float) -> dict:
+    """A sweep's point at one of its thresholds."""
+    return next(p for p in curve if p["threshold"] == threshold)
+
+
 def choose_threshold(curves: dict[str, list[dict]]) -> tuple[dict, dict]:
     """(validation point, test point) at the threshold with the best validation recall at <=
     TARGET_FALSE_ALARMS_PER_HOUR (the fewest false alarms when no threshold gets there)."""
     ok = [p for p in curves["validation"] if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
     chosen = (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
               else min(curves["validation"], key=lambda p: (p["false_alarms"], -p["recall"])))
-    return chosen, next(p for p in curves["test"] if p["threshold"] == chosen["threshold"])
+    return chosen, point_at(curves["test"], chosen["threshold"])
 
 
 def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: FeatureSpec) -> dict:
@@ -404,14 +409,14 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
         smoother = Smoother(params.smooth_windows)
         smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
         detected[name] = (times, smoothed, events, len(audio) / spec.sample_rate, info)
-    groups = {"validation": [name for name, split, _ in recording_names(cfg) if split == "validation"],
-              "test": ["test"], "quiet_test": ["test_quiet"] if "test_quiet" in detected else []}
+    groups = {"validation": [name for name, split, _ in recording_names(cfg) if split == "validation"], "test": ["test"]}
+    if "test_quiet" in detected:
+        groups["quiet_test"] = ["test_quiet"]
     curves, counts = {}, {}
     for group, names in groups.items():  # the validation recordings count as one long one
-        if names:
-            times, smoothed, events, seconds, info = join_recordings([detected[name] for name in names])
-            curves[group] = sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)
-            counts[group] = {**info, "hours": round(seconds / 3600, 3)}
+        times, smoothed, events, seconds, info = join_recordings([detected[name] for name in names])
+        curves[group] = sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)
+        counts[group] = {**info, "hours": round(seconds / 3600, 3)}
     chosen, test = choose_threshold(curves)
     times, smoothed, events, _, _ = detected["test"]
     hit, false_alarms = match_detections(pick_detections(times, smoothed, labels, threshold=chosen["threshold"],
@@ -430,8 +435,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
                "false_alarms": test["false_alarms"], "false_alarms_per_hour": round(test["false_alarms_per_hour"], 3),
                "goal": "recall >= 0.95 at <= 1 false alarm per hour"}
     if "quiet_test" in curves:  # the room of the outside check: commands said alone, then running speech
-        summary["quiet_test"] = {**_point(next(p for p in curves["quiet_test"] if p["threshold"] == chosen["threshold"])),
-                                 **counts["quiet_test"]}
+        summary["quiet_test"] = {**_point(point_at(curves["quiet_test"], chosen["threshold"])), **counts["quiet_test"]}
     write_json_atomic(run_dir / "long_audio.json", {**summary, "test_false_alarms": heard, "sweep": curves})
     plot_det(curves, run_dir / "det_curve.png", chosen["threshold"], params.design)
     return summary
@@ -455,7 +459,7 @@ def plot_det(curves: dict[str, list[dict]], path: Path, threshold: float, design
         fa = [max(p["false_alarms_per_hour"], 0.1) for p in points]
         frr = [100 * (1 - p["recall"]) for p in points]
         line, = ax.plot(fa, frr, "o-", ms=3, label=f"{split.replace('_', ' ')} recording")
-        chosen = next(p for p in points if p["threshold"] == threshold)
+        chosen = point_at(points, threshold)
         ax.plot([max(chosen["false_alarms_per_hour"], 0.1)], [100 * (1 - chosen["recall"])], "*", ms=13,
                 color=line.get_color(), label=f"{split.replace('_', ' ')} at threshold {threshold}: recall {chosen['recall']:.1%}, "
                                               f"{chosen['false_alarms_per_hour']:.1f} FA/h")
