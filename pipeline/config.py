@@ -211,6 +211,10 @@ class ModelConfig:
     gru_units: list[int] = field(default_factory=lambda: [64, 64])  # >= 2 stacked GRU layers
     dense_units: int = 64
     dropout: float = 0.1  # between layers; recurrent_dropout must stay 0 for cuDNN
+    # towers > 1: that many models of these sizes, trained one after another from their own seeds, then folded
+    # into one network of towers x the sizes (block-diagonal weights: the exports and runtimes see one model,
+    # whose scores are the softmax of the towers' mean logits; pipeline/model.py, fold_towers)
+    towers: int = 1
 
 
 @dataclass(frozen=True)
@@ -507,6 +511,9 @@ def _check_ranges(cfg: Config) -> None:
     require(len(cfg.model.gru_units) >= 2, "model.gru_units", cfg.model.gru_units, "at least 2 stacked GRU layers")
     require(all(u > 0 for u in cfg.model.gru_units), "model.gru_units", cfg.model.gru_units, "positive sizes")
     require(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "0 <= dropout < 1")
+    require(cfg.model.towers >= 1, "model.towers", cfg.model.towers, ">= 1")
+    require(cfg.model.towers == 1 or cfg.train.distribute == "none", "model.towers", cfg.model.towers,
+            "1 under train.distribute (towers train with train.distribute=none only)")
     require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, ">= 1")
     require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, ">= 1")
     require(0 <= cfg.train.ema_momentum < 1, "train.ema_momentum", cfg.train.ema_momentum, "0 (off) <= momentum < 1")

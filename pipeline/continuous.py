@@ -234,11 +234,12 @@ def training_sequences(cfg, spec: FeatureSpec, labels: list[str], *, workers: in
 
 
 def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None,
-          built: tuple[tuple, tuple] | None = None):
+          built: tuple[tuple, tuple] | None = None, tower: int = 0):
     """The continuous model: ``train.continuous_sequences`` training sequences, ``train.continuous_epochs``
     epochs from the 1-s weights; then, with ``train.continuous_hard_negative_epochs``, the places where it
     fires on the training speakers' running speech join as ``_unknown_`` sequences and training goes on.
-    ``built``: those sequences already made (``training_sequences``). Returns (model, report)."""
+    ``built``: those sequences already made (``training_sequences``); ``tower`` (of ``model.towers``) draws its
+    own chaining and mined sequences, on the same training sequences. Returns (model, report)."""
     t = cfg.train
     t0 = time.time()
     if built is None:
@@ -250,7 +251,8 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     model = sequence_model(one_second)
     floors = noise_floor_mels(cfg, spec, seconds=t.continuous_chain * t.continuous_seconds + 1) \
         if t.continuous_floor_probability else []
-    rng = np.random.default_rng([cfg.run.seed, 4])
+    stream = [tower] if tower else []  # tower 0 draws as a single model always did
+    rng = np.random.default_rng([cfg.run.seed, 4, *stream])
 
     def chained(x, y, w):
         return chain_sequences(x, y, w, pieces=t.continuous_chain, floor_probability=t.continuous_floor_probability,
@@ -270,7 +272,7 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     speech = training_speech(cfg)
     if t.continuous_hard_negative_epochs and speech:
         t1 = time.time()
-        seed = [cfg.run.seed, 3]
+        seed = [cfg.run.seed, 3, *stream]
         streams = speech_streams(speech, spec.sample_rate, seed=seed)
         hours = sum(len(s) for s in streams) / spec.sample_rate / 3600
         places = []

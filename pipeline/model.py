@@ -61,14 +61,69 @@ def cudnn_blockers(model: keras.Model) -> dict[str, list[str]]:
     return result
 
 
-def build_from_config(cfg, stats: dict, **overrides) -> keras.Model:
-    """The model of a config (``model.*``), sized and normalized by the feature cache's stats.json."""
+def build_from_config(cfg, stats: dict, *, one_tower: bool = False, **overrides) -> keras.Model:
+    """The model of a config (``model.*``), sized and normalized by the feature cache's stats.json: the whole
+    network (``model.towers`` towers folded into one, see ``fold_towers``), or with ``one_tower`` the size
+    each tower trains at."""
     from pipeline.feature_spec import FeatureSpec
 
     m = cfg.model
+    towers = 1 if one_tower else m.towers
     spec = FeatureSpec.from_dict(stats["feature_spec"])
     kwargs = dict(num_frames=spec.num_frames, n_mels=spec.n_mels, num_classes=len(stats["labels"]),
-                  gru_units=m.gru_units, dense_units=m.dense_units, dropout=m.dropout,
+                  gru_units=[u * towers for u in m.gru_units], dense_units=m.dense_units * towers, dropout=m.dropout,
                   mean=np.array(stats["mean"]), variance=np.array(stats["variance"]))
     kwargs.update(overrides)
     return build_model(**kwargs)
+
+
+def fold_towers(towers: list[keras.Model], into: keras.Model) -> keras.Model:
+    """Load T trained models of one shape (the towers) into ``into``, the same layers at T times the sizes, so
+    that ``into`` computes every tower side by side and scores the softmax of their mean logits (a geometric-
+    mean ensemble, exactly: no retraining).
+
+    Each GRU gate's matrices and the dense layer become block-diagonal (tower k's units are block k, and no
+    unit reads another tower's), the first GRU reads the shared input, and the scores layer stacks the
+    towers' output weights divided by T. Works for the 1-s model and its sequence form alike (same layers)."""
+    count = len(towers)
+    for layer in into.layers:
+        parts = [t.get_layer(layer.name).get_weights() for t in towers]
+        if not parts[0]:
+            continue
+        if isinstance(layer, keras.layers.Normalization):
+            for other in parts[1:]:
+                if not all(np.array_equal(a, b) for a, b in zip(parts[0], other)):
+                    raise ValueError("towers normalize differently: they must share one feature cache")
+            layer.set_weights(parts[0])
+        elif isinstance(layer, keras.layers.GRU):
+            kernels, recurrents, biases = zip(*parts)
+            first = kernels[0].shape[0] == layer.get_weights()[0].shape[0]  # reads the input, not a tower
+            layer.set_weights([_gate_blocks(kernels, shared_rows=first), _gate_blocks(recurrents, shared_rows=False),
+                               _gate_blocks(biases, shared_rows=True)])
+        elif layer.name == "dense":
+            layer.set_weights([_block_diagonal([p[0] for p in parts]), np.concatenate([p[1] for p in parts])])
+        elif layer.name == "scores":
+            layer.set_weights([np.concatenate([p[0] for p in parts]) / count, np.mean([p[1] for p in parts], axis=0)])
+        else:
+            raise ValueError(f"fold_towers: no rule for layer {layer.name!r}")
+    return into
+
+
+def _block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)), blocks[0].dtype)
+    r = c = 0
+    for b in blocks:
+        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
+
+
+def _gate_blocks(mats: tuple[np.ndarray, ...], *, shared_rows: bool) -> np.ndarray:
+    """A GRU weight [rows, 3 * units] of each tower -> the folded one: per gate (update, reset, candidate), the
+    towers' columns side by side; rows shared (the first layer's input, the biases) or block-diagonal."""
+    gates = [np.split(m, 3, axis=1) for m in mats]
+    folded = []
+    for g in range(3):
+        blocks = [per_tower[g] for per_tower in gates]
+        folded.append(np.concatenate(blocks, axis=1) if shared_rows else _block_diagonal(blocks))
+    return np.concatenate(folded, axis=1)

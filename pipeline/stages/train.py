@@ -209,7 +209,7 @@ def ema_callbacks(t) -> list:
 
 
 def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_train, y_train, rows_train, val_ds,
-                                augment: dict, stats: dict, *, jit: bool) -> dict:
+                                augment: dict, stats: dict, *, jit: bool, seed: int) -> dict:
     """Mine hard negatives with the best model so far, then train on the cache plus them as ``_unknown_``
     for ``train.hard_negative_epochs`` (cosine from a tenth of the peak rate); the best validation epoch
     of this phase replaces best.keras. Returns counts and this phase's history."""
@@ -226,7 +226,7 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
         return report
     extra = (mined_x, np.full(len(mined_x), labels.index("_unknown_"), np.int32))
     train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=t.batch_size,
-                            training=True, seed=cfg.run.seed + 1, augment=augment, mean=np.array(stats["mean"]),
+                            training=True, seed=seed + 1, augment=augment, mean=np.array(stats["mean"]),
                             extra=extra, endless=True)
     steps = int(np.ceil((len(y_train) + len(mined_x)) / t.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=t.learning_rate / 10,
@@ -240,6 +240,20 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
     report["history"] = model.fit(train_ds, validation_data=val_ds, epochs=t.hard_negative_epochs, steps_per_epoch=steps,
                                   callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
     return report
+
+
+def fold(cfg: Config, stats: dict, towers: list[tuple], work: Path) -> tuple:
+    """The trained towers [(1-s model, continuous model or None), ...] folded into one 1-s network and one
+    continuous network (pipeline/model.py, fold_towers): what evaluate, export and verify take."""
+    from pipeline.model import fold_towers
+
+    whole = fold_towers([one_second for one_second, _ in towers], build_from_config(cfg, stats))
+    sequences = [continuous for _, continuous in towers]
+    if sequences[0] is None:
+        return whole, None
+    from pipeline.continuous import sequence_model
+
+    return whole, fold_towers(sequences, sequence_model(build_from_config(cfg, stats)))
 
 
 def run(cfg: Config) -> Path:
@@ -277,110 +291,149 @@ def run(cfg: Config) -> Path:
                "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
     strategy = strategy_for(t.distribute)
     global_batch = t.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=global_batch, training=True,
-                            seed=cfg.run.seed, augment=augment, mean=np.array(stats["mean"]), endless=True)
     val_ds = make_dataset(x_val, y_val, rows_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
     steps_per_epoch = int(np.ceil(len(y_train) / global_batch))
-
-    with strategy.scope():
-        model = build_from_config(cfg, stats)
-        blockers = cudnn_blockers(model)
-        for line in cudnn_report(blockers, gpu=bool(gpus), require=t.require_cudnn):
-            print(f"train: {line}")
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
-            warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema_options(t))
-        if t.mixed_precision:
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-                      metrics=["accuracy"], jit_compile=jit)
-
     resolver = getattr(strategy, "cluster_resolver", None)
     work = run_dir / ("train.partial" if is_chief(strategy) else f"train.partial.{resolver.task_type}{resolver.task_id}")
     work.mkdir(exist_ok=True)
     if t.ema_momentum > 0 and t.distribute == "multi_worker":
         print("train: train.ema_momentum ignored under train.distribute=multi_worker (its custom loop has no EMA swap)")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(work / "backup")),  # before the EMA swap: it backs up the raw weights
-        *ema_callbacks(t),  # before the checkpoint and early stopping, so that they see the averaged weights
-        keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=t.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False),
-    ]
     # the continuous sequences and the benchmark recordings need no model: a side process makes them in the
     # cycles the 1-s training leaves idle (pipeline/side_work.py)
     side = side_work.start(cfg, stats["feature_spec"], labels, work) \
         if side_work.jobs(cfg) and t.distribute == "none" else None
+    built = built_s = None
+    towers, tower_reports = [], []
     try:
-        if t.distribute == "multi_worker":
-            # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
-            # a custom loop does the same job (no BackupAndRestore there)
-            history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                                       global_batch=global_batch, label_smoothing=t.label_smoothing, work=work)
-        else:
-            history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                                callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
-        mined = {}
-        if t.hard_negative_epochs > 0 and t.distribute == "none":
-            mined = fine_tune_on_hard_negatives(cfg, work, labels, x_train, y_train, rows_train, val_ds, augment, stats,
-                                                jit=jit)
-            more = mined.pop("history")
-            history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
-        elif t.hard_negative_epochs > 0:
-            print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
+        for tower in range(cfg.model.towers):
+            # each tower its own seed (initial weights, data order, augmentation): the ensemble's gain is
+            # where they disagree. Tower 0 keeps the run's seed, so towers=1 trains as before
+            seed = cfg.run.seed + 1000 * tower
+            tower_work = work / f"tower_{tower}" if cfg.model.towers > 1 else work
+            tower_work.mkdir(exist_ok=True)
+            if cfg.model.towers > 1:
+                print(f"train: tower {tower + 1} of {cfg.model.towers} (seed {seed})")
+            keras.utils.set_random_seed(seed)
+            train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=global_batch,
+                                    training=True, seed=seed, augment=augment, mean=np.array(stats["mean"]), endless=True)
+            with strategy.scope():
+                model = build_from_config(cfg, stats, one_tower=True)
+                blockers = cudnn_blockers(model)
+                if tower == 0:
+                    for line in cudnn_report(blockers, gpu=bool(gpus), require=t.require_cudnn):
+                        print(f"train: {line}")
+                schedule = keras.optimizers.schedules.CosineDecay(
+                    initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
+                    warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
+                optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema_options(t))
+                if t.mixed_precision:
+                    optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+                model.compile(optimizer=optimizer,
+                              loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+                              metrics=["accuracy"], jit_compile=jit)
+            callbacks = [
+                keras.callbacks.BackupAndRestore(str(tower_work / "backup")),  # before the EMA swap: it backs up the raw weights
+                *ema_callbacks(t),  # before the checkpoint and early stopping, so that they see the averaged weights
+                keras.callbacks.ModelCheckpoint(str(tower_work / "best.keras"), monitor="val_accuracy", save_best_only=True),
+                keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=t.patience, restore_best_weights=True),
+                keras.callbacks.CSVLogger(str(tower_work / "history.csv"), append=True),
+                keras.callbacks.TensorBoard(str(tower_work / "logs"), write_graph=False),
+            ]
+            if t.distribute == "multi_worker":
+                # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
+                # a custom loop does the same job (no BackupAndRestore there)
+                history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs,
+                                           steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+                                           label_smoothing=t.label_smoothing, work=work)
+            else:
+                history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                                    callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
+            mined = {}
+            if t.hard_negative_epochs > 0 and t.distribute == "none":
+                mined = fine_tune_on_hard_negatives(cfg, tower_work, labels, x_train, y_train, rows_train, val_ds, augment,
+                                                    stats, jit=jit, seed=seed)
+                more = mined.pop("history")
+                history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
+            elif t.hard_negative_epochs > 0:
+                print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
+            if side is not None:
+                built, built_s = side_work.finish(side, cfg, work)
+                side = None
+            if not is_chief(strategy):
+                continue
+            best = keras.models.load_model(tower_work / "best.keras", compile=False)
+            continuous = {}
+            if t.continuous_sequences > 0 and t.distribute == "none":
+                from pipeline import continuous as continuous_design
+                from pipeline.feature_spec import FeatureSpec
+
+                print(f"train: the continuous design: {t.continuous_sequences} sequences of {t.continuous_seconds} s, "
+                      f"{t.continuous_epochs} epochs from the 1-s weights")
+                sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]),
+                                                                     labels, built=built, tower=tower)
+                if built_s is not None:
+                    continuous["build_s"] = round(built_s, 1)  # beside the 1-s training, in the side process
+                    continuous["built_beside_training"] = True
+                last = continuous.get("hard_negatives", continuous)  # its hard-negative epochs come last where they run
+                print(f"train: continuous design, validation frame accuracy {last['val_frame_accuracy'][-1]:.4f}")
+            elif t.continuous_sequences > 0:
+                sequence_model = None
+                print(f"train: the continuous design trains with train.distribute=none only; skipped under {t.distribute}")
+            else:
+                sequence_model = None
+            towers.append((best, sequence_model))
+            tower_reports.append({"seed": seed, "history": history, "hard_negatives": mined, "continuous": continuous,
+                                  "best_val_accuracy": float(max(history.get("val_accuracy", [float("nan")])))})
     except BaseException:
         if side is not None:
             side_work.stop(side)
         raise
-    built, built_s = side_work.finish(side, cfg, work) if side is not None else (None, None)
     seconds = time.time() - t0
     if not is_chief(strategy):
         shutil.rmtree(work)
         print("train: worker done (the chief writes the outputs)")
         return run_dir
-    best = keras.models.load_model(work / "best.keras", compile=False)
-    best_val = max(history.get("val_accuracy", [float("nan")]))
-    continuous = {}
-    if t.continuous_sequences > 0 and t.distribute == "none":
-        from pipeline import continuous as continuous_design
-        from pipeline.feature_spec import FeatureSpec
-
-        print(f"train: the continuous design: {t.continuous_sequences} sequences of {t.continuous_seconds} s, "
-              f"{t.continuous_epochs} epochs from the 1-s weights")
-        sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]), labels,
-                                                             built=built)
-        if built_s is not None:
-            continuous["build_s"] = round(built_s, 1)  # beside the 1-s training, in the side process
-            continuous["built_beside_training"] = True
+    if cfg.model.towers > 1:
+        best, sequence_model = fold(cfg, stats, towers, work)
+        best.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+        best_val = float(best.evaluate(val_ds, verbose=0)[1])
+        print(f"train: {cfg.model.towers} towers folded into one network: val accuracy {best_val:.4f} (towers: "
+              + ", ".join(f"{r['best_val_accuracy']:.4f}" for r in tower_reports) + ")")
+    else:
+        best, sequence_model = towers[0]
+        best_val = tower_reports[0]["best_val_accuracy"]
+    if sequence_model is not None:
         sequence_model.save(work / "model_continuous.keras")
-        last = continuous.get("hard_negatives", continuous)  # its hard-negative epochs come last where they run
-        print(f"train: continuous design, validation frame accuracy {last['val_frame_accuracy'][-1]:.4f}")
-    elif t.continuous_sequences > 0:
-        print(f"train: the continuous design trains with train.distribute=none only; skipped under {t.distribute}")
+    first = tower_reports[0]
+    history, mined, continuous = first["history"], first["hard_negatives"], first["continuous"]
     summary = {
         "devices": devices, "gpu": bool(gpus), "cudnn_blockers": blockers, "distribute": t.distribute,
         "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision, "jit_compile": jit,
-        "parameters": int(best.count_params()), "epochs_run": len(history.get("loss", [])),
+        # trained weights (a folded network also holds the zeros between its towers)
+        "parameters": int(sum(one_second.count_params() for one_second, _ in towers)), "epochs_run": len(history.get("loss", [])),
         "best_val_accuracy": float(best_val), "train_examples": int(len(y_train)),
         "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.get("loss", [])) / seconds, 1),
-        "model_args": {"gru_units": cfg.model.gru_units, "dense_units": cfg.model.dense_units,
-                       "dropout": cfg.model.dropout},
+        # the network the exports hold (towers folded): its sizes are what the runtimes' states take
+        "model_args": {"gru_units": [u * cfg.model.towers for u in cfg.model.gru_units],
+                       "dense_units": cfg.model.dense_units * cfg.model.towers, "dropout": cfg.model.dropout,
+                       "towers": cfg.model.towers, "tower_gru_units": cfg.model.gru_units},
+        "towers": [{k: v for k, v in r.items() if k != "history"} for r in tower_reports] if cfg.model.towers > 1 else [],
         "labels": labels, "feature_spec": stats["feature_spec"], "hard_negatives": mined, "continuous": continuous,
     }
     # publish: history and logs first, the model last, each by rename
+    history_dir = work / "tower_0" if cfg.model.towers > 1 else work  # the first tower's curves
     for name in ("history.csv", "logs"):
         target = run_dir / name
         if target.is_dir():
             shutil.rmtree(target)
-        (work / name).replace(target)
+        (history_dir / name).replace(target)
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     if (work / "model_continuous.keras").is_file():
         (work / "model_continuous.keras").replace(run_dir / "model_continuous.keras")
     else:  # an earlier run's continuous model must not reach this run's export
         (run_dir / "model_continuous.keras").unlink(missing_ok=True)
+    if cfg.model.towers > 1:
+        best.save(work / "best.keras")  # the folded network
     (work / "best.keras").replace(run_dir / "model.keras")
     shutil.rmtree(work)
     print(f"train: best val accuracy {best_val:.4f} after {summary['epochs_run']} epochs, "
