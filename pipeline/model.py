@@ -87,15 +87,17 @@ def fold_towers(towers: list[keras.Model], into: keras.Model) -> keras.Model:
     towers' output weights divided by T. Works for the 1-s model and its sequence form alike (same layers)."""
     count = len(towers)
     for layer in into.layers:
+        if isinstance(layer, keras.layers.Normalization):  # its statistics are in the config, not weights
+            stats = [(np.asarray(m.get_config()["mean"]), np.asarray(m.get_config()["variance"]))
+                     for m in [layer, *(t.get_layer(layer.name) for t in towers)]]
+            if not all(np.allclose(a, stats[0][0]) and np.allclose(b, stats[0][1]) for a, b in stats):
+                raise ValueError("the towers and the folded network normalize differently: they must share one "
+                                 "feature cache's statistics")
+            continue
         parts = [t.get_layer(layer.name).get_weights() for t in towers]
         if not parts[0]:
             continue
-        if isinstance(layer, keras.layers.Normalization):
-            for other in parts[1:]:
-                if not all(np.array_equal(a, b) for a, b in zip(parts[0], other)):
-                    raise ValueError("towers normalize differently: they must share one feature cache")
-            layer.set_weights(parts[0])
-        elif isinstance(layer, keras.layers.GRU):
+        if isinstance(layer, keras.layers.GRU):
             kernels, recurrents, biases = zip(*parts)
             first = kernels[0].shape[0] == layer.get_weights()[0].shape[0]  # reads the input, not a tower
             layer.set_weights([_gate_blocks(kernels, shared_rows=first), _gate_blocks(recurrents, shared_rows=False),

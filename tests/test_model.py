@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.model import build_model, cudnn_blockers
+from pipeline.model import build_model, cudnn_blockers, fold_towers
 from pipeline.stages.train import cudnn_report
 
 ARGS = dict(num_frames=101, n_mels=40, num_classes=12, gru_units=[16, 16], dense_units=8, dropout=0.1)
@@ -27,6 +27,48 @@ def test_require_cudnn_names_the_offending_setting():
 
 def test_use_cudnn_false_is_reported_as_a_blocker():
     assert cudnn_blockers(build_model(**ARGS, use_cudnn=False))["gru_0"] == ["use_cudnn=False"]
+
+
+def _geometric_mean(probs: list[np.ndarray]) -> np.ndarray:
+    mean = np.exp(np.mean(np.log(probs), axis=0))
+    return mean / mean.sum(axis=-1, keepdims=True)
+
+
+def test_folded_towers_score_the_geometric_mean_of_the_towers_on_clips_and_sequences():
+    """model.towers: three trained-looking towers (random weights, non-zero biases) loaded into one network
+    of 3x the sizes give exactly the towers' geometric-mean ensemble, for the 1-s model and its continuous
+    sequence form, and no unit of the folded network reads another tower's."""
+    from pipeline.continuous import sequence_model
+
+    kw = dict(num_frames=21, n_mels=8, num_classes=5, dropout=0.1, mean=np.arange(8.0), variance=np.arange(1.0, 9.0))
+    towers = []
+    for k in range(3):
+        keras.utils.set_random_seed(k)
+        tower = build_model(gru_units=[6, 5], dense_units=4, **kw)
+        rng = np.random.default_rng(k)
+        tower.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in tower.get_weights()])
+        towers.append(tower)
+    folded = fold_towers(towers, build_model(gru_units=[18, 15], dense_units=12, **kw))
+    x = np.random.default_rng(9).normal(size=(7, 21, 8)).astype(np.float32)
+    ensemble = _geometric_mean([t.predict(x, verbose=0) for t in towers])
+    np.testing.assert_allclose(folded.predict(x, verbose=0), ensemble, atol=1e-6)
+    assert not np.allclose(towers[0].predict(x, verbose=0), ensemble, atol=1e-3)  # the towers do differ
+    recurrent = folded.get_layer("gru_1").get_weights()[1]  # [15, 3 * 15]: tower k's rows feed only its columns
+    for gate in np.split(recurrent, 3, axis=1):
+        assert not gate[:5, 5:].any() and not gate[5:10, :5].any() and gate[:5, :5].any()
+
+    sequences = [sequence_model(t) for t in towers]
+    folded_sequence = fold_towers(sequences, sequence_model(folded))
+    long = np.random.default_rng(3).normal(size=(2, 40, 8)).astype(np.float32)
+    np.testing.assert_allclose(folded_sequence.predict(long, verbose=0),
+                               _geometric_mean([s.predict(long, verbose=0) for s in sequences]), atol=1e-6)
+
+
+def test_towers_must_share_their_normalization():
+    base = dict(num_frames=5, n_mels=4, num_classes=3, gru_units=[3, 3], dense_units=2, dropout=0.0)
+    towers = [build_model(**base), build_model(**base)]
+    with pytest.raises(ValueError, match="normalize"):
+        fold_towers(towers, build_model(**{**base, "gru_units": [6, 6], "dense_units": 4}, mean=np.ones(4)))
 
 
 def test_mixed_float16_keeps_float32_scores():

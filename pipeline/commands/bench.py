@@ -111,7 +111,7 @@ def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
                "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
 
     def compiled():
-        model = build_from_config(cfg, stats)
+        model = build_from_config(cfg, stats, one_tower=True)  # what a training step trains
         model.compile(optimizer=keras.optimizers.AdamW(cfg.train.learning_rate), loss="categorical_crossentropy",
                       jit_compile=cfg.train.jit_compile and not tf.config.list_physical_devices("GPU"))  # as train
         return model

@@ -242,7 +242,64 @@ def fine_tune_on_hard_negatives(cfg: Config, work: Path, labels: list[str], x_tr
     return report
 
 
-def fold(cfg: Config, stats: dict, towers: list[tuple], work: Path) -> tuple:
+def train_one_second(cfg: Config, stats: dict, labels: list[str], train_split: tuple, val_ds, augment: dict, strategy, *,
+                     seed: int, work: Path, jit: bool, gpus: list, report_cudnn: bool) -> tuple[dict, dict, dict]:
+    """One 1-s model (one tower) from ``seed``: its epochs, then the hard-negative epochs; best.keras in ``work``.
+    Returns (history, the hard-negative report, cuDNN blockers)."""
+    import keras
+
+    from pipeline.model import cudnn_blockers
+
+    t = cfg.train
+    global_batch = t.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = int(np.ceil(len(train_split[1]) / global_batch))
+    keras.utils.set_random_seed(seed)
+    train_ds = make_dataset(*train_split, num_classes=len(labels), batch_size=global_batch,
+                            training=True, seed=seed, augment=augment, mean=np.array(stats["mean"]), endless=True)
+    with strategy.scope():
+        model = build_from_config(cfg, stats, one_tower=True)
+        blockers = cudnn_blockers(model)
+        if report_cudnn:
+            for line in cudnn_report(blockers, gpu=bool(gpus), require=t.require_cudnn):
+                print(f"train: {line}")
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
+            warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema_options(t))
+        if t.mixed_precision:
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+                      metrics=["accuracy"], jit_compile=jit)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup")),  # before the EMA swap: it backs up the raw weights
+        *ema_callbacks(t),  # before the checkpoint and early stopping, so that they see the averaged weights
+        keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=t.patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False),
+    ]
+    if t.distribute == "multi_worker":
+        # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
+        # a custom loop does the same job (no BackupAndRestore there)
+        history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs,
+                                   steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+                                   label_smoothing=t.label_smoothing, work=work)
+    else:
+        history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+                            callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
+    mined = {}
+    if t.hard_negative_epochs > 0 and t.distribute == "none":
+        mined = fine_tune_on_hard_negatives(cfg, work, labels, *train_split, val_ds, augment, stats,
+                                            jit=jit, seed=seed)
+        more = mined.pop("history")
+        history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
+    elif t.hard_negative_epochs > 0:
+        print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
+    return history, mined, blockers
+
+
+def fold(cfg: Config, stats: dict, towers: list[tuple]) -> tuple:
     """The trained towers [(1-s model, continuous model or None), ...] folded into one 1-s network and one
     continuous network (pipeline/model.py, fold_towers): what evaluate, export and verify take."""
     from pipeline.model import fold_towers
@@ -260,9 +317,6 @@ def run(cfg: Config) -> Path:
     import keras
     import tensorflow as tf
 
-    from pipeline.model import cudnn_blockers
-
-    t0 = time.time()
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     stats = load_stats(cfg.features_dir)
@@ -290,9 +344,7 @@ def run(cfg: Config) -> Path:
     augment = {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
                "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
     strategy = strategy_for(t.distribute)
-    global_batch = t.batch_size * strategy.num_replicas_in_sync
     val_ds = make_dataset(x_val, y_val, rows_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
-    steps_per_epoch = int(np.ceil(len(y_train) / global_batch))
     resolver = getattr(strategy, "cluster_resolver", None)
     work = run_dir / ("train.partial" if is_chief(strategy) else f"train.partial.{resolver.task_type}{resolver.task_id}")
     work.mkdir(exist_ok=True)
@@ -303,7 +355,7 @@ def run(cfg: Config) -> Path:
     side = side_work.start(cfg, stats["feature_spec"], labels, work) \
         if side_work.jobs(cfg) and t.distribute == "none" else None
     built = built_s = None
-    towers, tower_reports = [], []
+    towers, tower_reports, seconds = [], [], 0.0
     try:
         for tower in range(cfg.model.towers):
             # each tower its own seed (initial weights, data order, augmentation): the ensemble's gain is
@@ -313,56 +365,18 @@ def run(cfg: Config) -> Path:
             tower_work.mkdir(exist_ok=True)
             if cfg.model.towers > 1:
                 print(f"train: tower {tower + 1} of {cfg.model.towers} (seed {seed})")
-            keras.utils.set_random_seed(seed)
-            train_ds = make_dataset(x_train, y_train, rows_train, num_classes=len(labels), batch_size=global_batch,
-                                    training=True, seed=seed, augment=augment, mean=np.array(stats["mean"]), endless=True)
-            with strategy.scope():
-                model = build_from_config(cfg, stats, one_tower=True)
-                blockers = cudnn_blockers(model)
-                if tower == 0:
-                    for line in cudnn_report(blockers, gpu=bool(gpus), require=t.require_cudnn):
-                        print(f"train: {line}")
-                schedule = keras.optimizers.schedules.CosineDecay(
-                    initial_learning_rate=0.0, decay_steps=max(1, steps_per_epoch * t.epochs),
-                    warmup_target=t.learning_rate, warmup_steps=int(steps_per_epoch * t.warmup_epochs), alpha=0.01)
-                optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **ema_options(t))
-                if t.mixed_precision:
-                    optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-                model.compile(optimizer=optimizer,
-                              loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-                              metrics=["accuracy"], jit_compile=jit)
-            callbacks = [
-                keras.callbacks.BackupAndRestore(str(tower_work / "backup")),  # before the EMA swap: it backs up the raw weights
-                *ema_callbacks(t),  # before the checkpoint and early stopping, so that they see the averaged weights
-                keras.callbacks.ModelCheckpoint(str(tower_work / "best.keras"), monitor="val_accuracy", save_best_only=True),
-                keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=t.patience, restore_best_weights=True),
-                keras.callbacks.CSVLogger(str(tower_work / "history.csv"), append=True),
-                keras.callbacks.TensorBoard(str(tower_work / "logs"), write_graph=False),
-            ]
-            if t.distribute == "multi_worker":
-                # model.fit under MultiWorkerMirroredStrategy fails on Keras 3.15 / TF 2.16 (keras-team/keras#20585):
-                # a custom loop does the same job (no BackupAndRestore there)
-                history = fit_multi_worker(model, strategy, train_ds, val_ds, epochs=t.epochs,
-                                           steps_per_epoch=steps_per_epoch, global_batch=global_batch,
-                                           label_smoothing=t.label_smoothing, work=work)
-            else:
-                history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                                    callbacks=callbacks, verbose=1 if os.isatty(1) else 2).history
-            mined = {}
-            if t.hard_negative_epochs > 0 and t.distribute == "none":
-                mined = fine_tune_on_hard_negatives(cfg, tower_work, labels, x_train, y_train, rows_train, val_ds, augment,
-                                                    stats, jit=jit, seed=seed)
-                more = mined.pop("history")
-                history = {k: list(history.get(k, [])) + list(more.get(k, [])) for k in set(history) | set(more)}
-            elif t.hard_negative_epochs > 0:
-                print(f"train: hard-negative mining runs with train.distribute=none only; skipped under {t.distribute}")
+            started = time.time()
+            history, mined, blockers = train_one_second(cfg, stats, labels, (x_train, y_train, rows_train), val_ds,
+                                                        augment, strategy, seed=seed, work=tower_work, jit=jit,
+                                                        gpus=gpus, report_cudnn=tower == 0)
             if side is not None:
                 built, built_s = side_work.finish(side, cfg, work)
                 side = None
+            seconds += time.time() - started  # the 1-s trainings (the continuous design reports its own times)
             if not is_chief(strategy):
                 continue
             best = keras.models.load_model(tower_work / "best.keras", compile=False)
-            continuous = {}
+            continuous, sequence_model = {}, None
             if t.continuous_sequences > 0 and t.distribute == "none":
                 from pipeline import continuous as continuous_design
                 from pipeline.feature_spec import FeatureSpec
@@ -377,10 +391,7 @@ def run(cfg: Config) -> Path:
                 last = continuous.get("hard_negatives", continuous)  # its hard-negative epochs come last where they run
                 print(f"train: continuous design, validation frame accuracy {last['val_frame_accuracy'][-1]:.4f}")
             elif t.continuous_sequences > 0:
-                sequence_model = None
                 print(f"train: the continuous design trains with train.distribute=none only; skipped under {t.distribute}")
-            else:
-                sequence_model = None
             towers.append((best, sequence_model))
             tower_reports.append({"seed": seed, "history": history, "hard_negatives": mined, "continuous": continuous,
                                   "best_val_accuracy": float(max(history.get("val_accuracy", [float("nan")])))})
@@ -388,13 +399,12 @@ def run(cfg: Config) -> Path:
         if side is not None:
             side_work.stop(side)
         raise
-    seconds = time.time() - t0
     if not is_chief(strategy):
         shutil.rmtree(work)
         print("train: worker done (the chief writes the outputs)")
         return run_dir
     if cfg.model.towers > 1:
-        best, sequence_model = fold(cfg, stats, towers, work)
+        best, sequence_model = fold(cfg, stats, towers)
         best.compile(loss="categorical_crossentropy", metrics=["accuracy"])
         best_val = float(best.evaluate(val_ds, verbose=0)[1])
         print(f"train: {cfg.model.towers} towers folded into one network: val accuracy {best_val:.4f} (towers: "
