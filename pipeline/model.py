@@ -86,6 +86,7 @@ def fold_towers(towers: list[keras.Model], into: keras.Model) -> keras.Model:
     unit reads another tower's), the first GRU reads the shared input, and the scores layer stacks the
     towers' output weights divided by T. Works for the 1-s model and its sequence form alike (same layers)."""
     count = len(towers)
+    first_gru = next(layer for layer in into.layers if isinstance(layer, keras.layers.GRU))
     for layer in into.layers:
         if isinstance(layer, keras.layers.Normalization):  # its statistics are in the config, not weights
             stats = [(np.asarray(m.get_config()["mean"]), np.asarray(m.get_config()["variance"]))
@@ -99,8 +100,8 @@ def fold_towers(towers: list[keras.Model], into: keras.Model) -> keras.Model:
             continue
         if isinstance(layer, keras.layers.GRU):
             kernels, recurrents, biases = zip(*parts)
-            first = kernels[0].shape[0] == layer.get_weights()[0].shape[0]  # reads the input, not a tower
-            layer.set_weights([_gate_blocks(kernels, shared_rows=first), _gate_blocks(recurrents, shared_rows=False),
+            reads_input = layer is first_gru  # the later GRUs read their own tower's units only
+            layer.set_weights([_gate_blocks(kernels, shared_rows=reads_input), _gate_blocks(recurrents, shared_rows=False),
                                _gate_blocks(biases, shared_rows=True)])
         elif layer.name == "dense":
             layer.set_weights([_block_diagonal([p[0] for p in parts]), np.concatenate([p[1] for p in parts])])
