@@ -29,7 +29,6 @@ TINY = [
     "task.testing_percentage=20",
     "model.gru_units=[16, 16]",
     "model.dense_units=16",
-    "model.towers=2",  # as the demo: two towers trained and folded, so every export and check sees the fold
     "train.epochs=2",
     "train.batch_size=32",
     "export.int8_calibration_examples=20",

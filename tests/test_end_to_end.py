@@ -38,10 +38,6 @@ def test_all_stages_write_the_contract_outputs(tiny_run):
     assert "the side process had made the continuous sequences" in result.stdout
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["continuous"]["built_beside_training"] and summary["continuous"]["sequences"] > 0
-    # two towers of 16 units trained from their own seeds, folded into one network of 32 that the runtimes see
-    assert [t["seed"] for t in summary["towers"]] == [1234, 2234] and "2 towers folded into one network" in result.stdout
-    assert manifest["model"]["gru_units"] == [32, 32] and manifest["model"]["tower_gru_units"] == [16, 16]
-    assert all(t["continuous"]["hard_negatives"]["places"] >= 0 for t in summary["towers"])
     long_audio = manifest["long_audio"]
     assert long_audio["keywords"] > 0 and 0 <= long_audio["recall"] <= 1 and long_audio["false_alarms_per_hour"] >= 0
     # the demo's three validation recordings and three quiet ones pick the threshold
@@ -337,10 +333,29 @@ def test_hard_negative_mining_continues_training_on_what_the_model_fires_on(tiny
     assert len((tmp / "exports" / "tiny_mined" / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
 
 
+def test_two_towers_fold_into_one_network_that_every_export_and_check_takes(tiny_run):
+    """model.towers=2: two 16-unit models from their own seeds, each with its continuous design, folded into one
+    network of 32 units; export, verify (float parity of every artifact, the continuous model against its
+    Keras sequence model, the always-on benchmark) and the manifest take it like any model."""
+    tmp, _, _ = tiny_run
+    result = cli("all", tmp=tmp, extra=["run.name=tiny_towers", "model.towers=2", "train.epochs=1"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_dir = tmp / "exports" / "tiny_towers"
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert [t["seed"] for t in summary["towers"]] == [1234, 2234] and "2 towers folded into one network" in result.stdout
+    assert all(t["continuous"]["sequences"] > 0 and t["continuous"]["hard_negatives"]["speech_hours"] > 0
+               for t in summary["towers"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["model"]["gru_units"] == [32, 32] and manifest["model"]["tower_gru_units"] == [16, 16]
+    assert manifest["verified"]["ok"] and manifest["detection"]["design"] == "continuous"
+    streaming = next(a for a in manifest["artifacts"] if a["variant"] == "continuous")
+    assert streaming["io"]["inputs"]["gru_0_state"] == [1, 32]  # the runtimes step one 32-unit state
+
+
 def test_mirrored_training_over_two_logical_cpu_devices(tiny_run):
     tmp, _, _ = tiny_run
     result = cli("train", tmp=tmp, extra=["run.name=tiny_mirrored", "train.distribute=mirrored", "train.cpu_devices=2",
-                                           "train.epochs=1", "model.towers=1"])
+                                           "train.epochs=1"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((tmp / "exports" / "tiny_mirrored" / "train_summary.json").read_text())
     assert summary["distribute"] == "mirrored" and summary["replicas"] == 2 and summary["epochs_run"] == 1
@@ -358,7 +373,7 @@ def test_multi_worker_training_on_localhost_gives_the_same_artifact_contract(tin
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         cmd = [sys.executable, "-m", "pipeline", "train"]
         for item in TINY + [f"paths.data={tmp / 'data'}", f"paths.exports={tmp / f'exports_w{index}'}",
-                            "run.name=tiny_mw", "train.distribute=multi_worker", "train.epochs=2", "model.towers=1"]:
+                            "run.name=tiny_mw", "train.distribute=multi_worker", "train.epochs=2"]:
             cmd += ["--set", item]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in procs]
@@ -370,7 +385,7 @@ def test_multi_worker_training_on_localhost_gives_the_same_artifact_contract(tin
     assert not (tmp / "exports_w1" / "tiny_mw" / "model.keras").exists()  # only the chief writes outputs
     # the rest of the pipeline runs on the multi-worker model like on any other
     result = cli("all", tmp=tmp, extra=[f"paths.exports={tmp / 'exports_w0'}", "run.name=tiny_mw",
-                                        "train.distribute=multi_worker", "train.epochs=2", "model.towers=1"])
+                                        "train.distribute=multi_worker", "train.epochs=2"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "--  train: up to date" in result.stdout
     manifest = json.loads((chief_dir / "manifest.json").read_text())
