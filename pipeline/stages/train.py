@@ -420,7 +420,8 @@ def run(cfg: Config) -> Path:
         "devices": devices, "gpu": bool(gpus), "cudnn_blockers": blockers, "distribute": t.distribute,
         "replicas": strategy.num_replicas_in_sync, "mixed_precision": t.mixed_precision, "jit_compile": jit,
         # trained weights (a folded network also holds the zeros between its towers)
-        "parameters": int(sum(one_second.count_params() for one_second, _ in towers)), "epochs_run": len(history.get("loss", [])),
+        "parameters": int(sum(one_second.count_params() for one_second, _ in towers)),
+        "epochs_run": len(history.get("loss", [])),
         "best_val_accuracy": float(best_val), "train_examples": int(len(y_train)),
         "seconds": round(seconds, 1), "samples_per_second": round(len(y_train) * len(history.get("loss", [])) / seconds, 1),
         # the network the exports hold (towers folded): its sizes are what the runtimes' states take
