@@ -310,7 +310,7 @@ def fold(cfg: Config, stats: dict, towers: list[tuple]) -> tuple:
         return whole, None
     from pipeline.continuous import sequence_model
 
-    return whole, fold_towers(sequences, sequence_model(build_from_config(cfg, stats)))
+    return whole, fold_towers(sequences, sequence_model(whole))  # the folded shape; fold_towers sets every weight
 
 
 def run(cfg: Config) -> Path:
