@@ -122,6 +122,13 @@ class SynthConfig:
     # utterances of 2-3 sentences (no command word) per speaker in _speech_/: _unknown_ windows of running
     # speech and context around words (task.speech_percentage, augment.context_probability). 0 = none
     speech_per_speaker: int = 0
+    # the training speakers' running speech also draws from sentences.TRAINING_EXTRA_WORDS (212 more words, many
+    # near a command), so the hard negatives are not one fixed vocabulary; held-out speakers and the always-on
+    # recordings keep sentences.WORDS (docs/always_on.md, "More words in the training speech")
+    speech_training_words: bool = False
+    # running-speech utterances per accent speaker (synth.accent_voices), in _speech_training_/: they only train,
+    # as the accent speakers' words do, and give the hard negatives other ways of saying ordinary words. 0 = none
+    accent_speech_per_speaker: int = 0
     # chance that a speaker also says a command word inside a carrier phrase ("say {} please"), cut out
     # at espeak's word timings: the word as it sounds in a sentence (coarticulation). One extra take; 0 = none
     phrase_take_probability: float = 0.0
@@ -553,6 +560,8 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
     require(0 <= cfg.augment.context_probability <= 1, "augment.context_probability", cfg.augment.context_probability, "0..1")
     require(cfg.synth.speech_per_speaker >= 0, "synth.speech_per_speaker", cfg.synth.speech_per_speaker, ">= 0")
+    require(cfg.synth.accent_speech_per_speaker >= 0, "synth.accent_speech_per_speaker",
+            cfg.synth.accent_speech_per_speaker, ">= 0")
     require(cfg.export.long_audio_validation_recordings >= 1, "export.long_audio_validation_recordings",
             cfg.export.long_audio_validation_recordings, ">= 1")
     require(cfg.export.long_audio_quiet_recordings >= 0, "export.long_audio_quiet_recordings",

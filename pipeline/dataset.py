@@ -23,6 +23,7 @@ SPLITS = ("train", "validation", "test")
 # offset/gain: where a _silence_ clip is cut from its noise file; fragment: 1 = only part of the word (_unknown_)
 ROW_FIELDS = ["path", "label", "offset", "gain", "fragment"]
 SPEECH_DIR = "_speech_"  # running speech (synthesized datasets): _unknown_ windows and context around words
+TRAINING_SPEECH_DIR = "_speech_training_"  # running speech of speakers who only train (the accent voices)
 PHRASE_DIR = "_phrases_"  # command words inside carrier phrases (synthesized datasets), spans in spans.csv
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, the constant of the dataset's own rule
 
@@ -127,9 +128,11 @@ def training_phrases(cfg) -> list[dict]:
 
 
 def training_speech(cfg) -> list[str]:
-    """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``)."""
+    """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``, and
+    ``_speech_training_/`` of speakers who only train)."""
     folder = cfg.dataset_dir / SPEECH_DIR
-    return [str(p) for p in sorted(folder.glob("*.wav")) if _of_training_speaker(cfg, p.name)]
+    return ([str(p) for p in sorted(folder.glob("*.wav")) if _of_training_speaker(cfg, p.name)]
+            + [str(p) for p in sorted((cfg.dataset_dir / TRAINING_SPEECH_DIR).glob("*.wav"))])
 
 
 def _of_training_speaker(cfg, file_name: str) -> bool:

@@ -41,7 +41,7 @@ from pipeline.dataset import load_clip, read_rows, which_set
 from pipeline.errors import StageError
 from pipeline.espeak import Espeak, speaker_id
 from pipeline.feature_spec import FeatureSpec
-from pipeline.sentences import carrier, sentence
+from pipeline.sentences import WORDS, carrier, sentence
 
 SPLITS = ("validation", "test")
 SNRS_DB = (30.0, 20.0, 10.0)  # speech-to-noise ratios of the background, one per 30-s block
@@ -147,10 +147,10 @@ def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.
 
 
 def plan_quiet(rng: np.random.Generator, voices: list[str], *, minutes: float, command_minutes: float,
-               sample_rate: int) -> list[dict]:
+               sample_rate: int, words: dict[str, list[str]] = WORDS) -> list[dict]:
     """The pieces of a quiet recording: in the first ``command_minutes``, a command said alone (its clip
     is drawn when placed) after every QUIET_COMMAND_EVERY_S of speech (one sentence at a time); after
-    that, running speech only (1-4 sentences a stretch)."""
+    that, running speech only (1-4 sentences a stretch). The sentences' vocabulary is ``words``."""
     pieces, planned, next_command = [], 0.0, rng.uniform(*QUIET_COMMAND_EVERY_S)
     while planned < minutes * 60 * 1.1:  # lengths are estimated: plan 10% more
         voice = voices[int(rng.integers(len(voices)))]
@@ -161,7 +161,7 @@ def plan_quiet(rng: np.random.Generator, voices: list[str], *, minutes: float, c
             planned += 1.5
             next_command = planned + rng.uniform(*QUIET_COMMAND_EVERY_S)
             continue
-        piece = speech_piece(". ".join(sentence(rng) for _ in range(1 if early else int(rng.integers(1, 5)))),
+        piece = speech_piece(". ".join(sentence(rng, words) for _ in range(1 if early else int(rng.integers(1, 5)))),
                              voice=voice, rate=rate, pitch=pitch, sample_rate=sample_rate, rng=rng)
         pieces.append(piece)
         planned += estimated_seconds(piece)

@@ -41,18 +41,65 @@ TEMPLATES = [
     "there was {det} {adj} {noun} {prep} the {noun2}",
 ]
 VOCABULARY = set(DETERMINERS + ADJECTIVES + NOUNS + VERBS_PAST + ADVERBS + PREPOSITIONS + NAMES)
+WORDS = {"det": DETERMINERS, "adj": ADJECTIVES, "noun": NOUNS, "verb": VERBS_PAST, "adv": ADVERBS,
+         "prep": PREPOSITIONS, "name": NAMES}  # what the always-on recordings say
+
+# More words for the training speakers' running speech only (synth.speech_training_words): a user's room has
+# sentences of its own, so the hard negatives should not be one fixed vocabulary. Many share a vowel, an onset
+# or an ending with a command (night/kite/tide ~ right, lift/theft/vest ~ left, bus/pup ~ up, noun/sound/owl ~
+# down, gong/pond ~ on, moth/cloth ~ off, mop/crop/stock ~ stop, gold/ghost/crow ~ go, Bess/chest ~ yes,
+# Joe/dough ~ no); no homophone of a command.
+TRAINING_EXTRA_WORDS = {
+    "adj": ("sick neat slow fast cheap rich poor deep wide long kind sad glad cool hot pale dull grey pink blue "
+            "green red black white rough smooth steep weak strong loose tight fine ready sleepy silly jolly merry "
+            "stormy foggy icy frozen spotted striped velvet plastic metal").split(),
+    "noun": ("night kite flight tide side pride lid lip lift gift leaf theft vest nest guest chest desk chess yacht "
+             "pup pub bus bun gun sun ton noun sound ground mound owl towel dawn lawn song gong bomb pond cloth moth "
+             "loft mop crop stock stump stamp coal goal gold ghost toe bow row show crow dough soap bell shell well "
+             "wing king sink tent bench fence cake bread bean seed moon spoon broom").split(),
+    "verb": ("lifted gifted tested rested yelled spelled dwelt fell felt bent lent rode hid bit fought slid sang "
+             "rang hung dug ran swam sat ate drank slept wept crept leapt dealt blew sewed mowed rowed towed bowed "
+             "glowed hopped popped shopped mopped chopped jogged hummed hunted counted pounded frowned drowned "
+             "crowned coughed rocked locked knocked").split(),
+    "adv": "nicely wisely fairly slightly lightly brightly tightly nightly seldom mostly partly highly deeply "
+           "weekly yearly daily".split(),
+    "prep": "until since during despite like unlike except".split(),
+    "name": "Owen Nell Gus Dora Ned Betty Tess Bess Tom Don Ron Goldie Lola Rita Moe Joe".split(),
+}
+TRAINING_WORDS = {kind: words + TRAINING_EXTRA_WORDS.get(kind, []) for kind, words in WORDS.items()}
+
+# A vocabulary that no sentence of training or of the pipeline's recordings uses, for held-out recordings
+# (scripts/quiet_hour.py --words held-out): false alarms on words the model never heard in running speech.
+HELD_OUT_WORDS = {
+    "det": "the a this that his her its each any".split(),
+    "adj": ("pretty tiny huge shiny dusty fancy plain proud brave calm wild soft wet dry fresh sweet sour bitter "
+            "loud brown round sharp flat tall short thin thick lazy funny nervous polite famous friendly wooden "
+            "broken empty crowded narrow").split(),
+    "noun": ("pilot nurse cousin uncle aunt chef miner sailor lawyer banker kitten puppy tiger lion goose duck sheep "
+             "mouse pony camel cottage tower castle cabin hotel church harbour valley meadow desert canyon lake beach "
+             "hill street lane corner chair lamp clock mirror carpet pillow kettle ladder hammer wallet camera guitar "
+             "piano violin trumpet drum bucket cup rope sock shirt coat hat boot glove ring coin crown gown town "
+             "cloud storm rain snow").split(),
+    "verb": ("jumped climbed cooked cleaned fixed pushed pulled dropped picked dressed crossed missed kissed hugged "
+             "helped asked called played stayed moved loved hated liked used tried cried dried chased raced passed "
+             "guessed pressed fed led fed drew flew grew threw wore tore swore broke spoke chose froze").split(),
+    "adv": ("loudly softly gently kindly rudely badly warmly proudly calmly neatly boldly barely hardly lately "
+            "finally suddenly tonight outside inside indeed instead").split(),
+    "prep": "past before inside outside below above beneath among against toward within without".split(),
+    "name": "Oscar Ella Hugo Ruby Felix Alice Simon Chloe Adam Lily Ethan Zoe Victor Mia Isaac Ivy".split(),
+}
+VOCABULARIES = {"base": WORDS, "training": TRAINING_WORDS, "held-out": HELD_OUT_WORDS}
 
 
-def sentence(rng: np.random.Generator) -> str:
-    """One random sentence (5-14 words), no command word in it."""
-    def pick(words: list[str]) -> str:
-        return str(words[int(rng.integers(len(words)))])
+def sentence(rng: np.random.Generator, words: dict[str, list[str]] = WORDS) -> str:
+    """One random sentence (5-14 words), no command word in it, from ``words`` (by kind, as WORDS)."""
+    def pick(kind: str) -> str:
+        return str(words[kind][int(rng.integers(len(words[kind])))])
 
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    return template.format(det=pick(DETERMINERS), det2=pick(DETERMINERS), adj=pick(ADJECTIVES), adj2=pick(ADJECTIVES),
-                           noun=pick(NOUNS), noun2=pick(NOUNS), noun3=pick(NOUNS), verb=pick(VERBS_PAST),
-                           verb2=pick(VERBS_PAST), adv=pick(ADVERBS), prep=pick(PREPOSITIONS), name=pick(NAMES),
-                           name2=pick(NAMES))
+    return template.format(det=pick("det"), det2=pick("det"), adj=pick("adj"), adj2=pick("adj"), noun=pick("noun"),
+                           noun2=pick("noun"), noun3=pick("noun"), verb=pick("verb"), verb2=pick("verb"),
+                           adv=pick("adv"), prep=pick("prep"), name=pick("name"), name2=pick("name"))
 
 
 # Carrier phrases for a command word said inside speech: "{}" is where the word goes.

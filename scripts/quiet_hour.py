@@ -11,8 +11,11 @@ a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
   accent clips (make it first: scripts/make_unseen_voices.py --out DIR); or
 - ``test``: the run's test-split speakers (held-out voices), with the test split's command clips.
 
+The sentences say the pipeline's own vocabulary, or with ``--words held-out`` words that neither training nor
+the pipeline's recordings say (``pipeline/sentences.py`` HELD_OUT_WORDS): a room whose speech is new.
+
 Usage (from the repo root, with the run's config and --set):
-    .venv/bin/python scripts/quiet_hour.py make --voices accents --unseen DIR --out HOUR [--seed N]
+    .venv/bin/python scripts/quiet_hour.py make --voices accents --unseen DIR --out HOUR [--seed N] [--words held-out]
     .venv/bin/python scripts/quiet_hour.py score --run exports/demo --hour HOUR [--threshold T ...]
 ``make`` writes HOUR.wav and HOUR.json (the commands: label, start_s, end_s). ``score`` streams HOUR.wav
 through the run's detector exactly as ``./run detect`` does (TFLite, one state, the manifest's
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import COMMAND_WORDS, load_config  # noqa: E402
 from pipeline.feature_spec import FeatureSpec  # noqa: E402
+from pipeline.sentences import VOCABULARIES  # noqa: E402
 
 VARIANTS_PER_ACCENT = 4
 
@@ -74,7 +78,7 @@ def make(args) -> None:
     else:
         voices = long_audio.split_speakers(cfg, "test", variants)
     pieces = long_audio.plan_quiet(rng, voices, minutes=args.minutes, command_minutes=args.command_minutes,
-                                   sample_rate=sr)
+                                   sample_rate=sr, words=VOCABULARIES[args.words])
     spoken = [p for p in pieces if p["kind"] == "speech"]
     with multiprocessing.get_context("spawn").Pool(cfg.features.workers or None,
                                                    initializer=long_audio._init_worker) as pool:
@@ -118,7 +122,7 @@ def make(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out.with_suffix(".wav"), mixed, sr)
     out.with_suffix(".json").write_text(json.dumps({"voices": args.voices, "snr_db": None if args.no_noise else args.snr_db,
-                                                    "seed": args.seed,
+                                                    "seed": args.seed, "words": args.words,
                                                     "skipped_unreadable_clips": skipped, "events": events}, indent=1))
     print(f"{out.with_suffix('.wav')}: {args.minutes:g} min, {len(events)} commands said alone in the first "
           f"{args.command_minutes:g} min, {len(voices)} voices ({args.voices}), "
@@ -167,6 +171,9 @@ def main() -> None:
     m.add_argument("--voices", choices=("accents", "test"), default="accents")
     m.add_argument("--unseen", help="the unseen-voice set (scripts/make_unseen_voices.py), for --voices accents")
     m.add_argument("--seed", type=int, default=77)
+    m.add_argument("--words", choices=("base", "held-out"), default="base",
+                   help="the sentences' vocabulary: the pipeline's recordings' (base), or words that no training "
+                        "or pipeline sentence says (held-out; pipeline/sentences.py HELD_OUT_WORDS)")
     m.add_argument("--minutes", type=float, default=60.0)
     m.add_argument("--command-minutes", type=float, default=10.0)
     m.add_argument("--snr-db", type=float, default=30.0, help="the noise floor under the speech")

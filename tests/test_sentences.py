@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import COMMAND_WORDS
-from pipeline.sentences import CARRIERS, TRAINING_CARRIERS, VOCABULARY, carrier, sentence
+from pipeline.sentences import (CARRIERS, HELD_OUT_WORDS, TEMPLATES, TRAINING_CARRIERS, TRAINING_WORDS, VOCABULARY, WORDS,
+                                carrier, sentence)
 
 
 def test_sentences_never_hold_a_command_word_and_are_seeded():
@@ -16,6 +17,29 @@ def test_sentences_never_hold_a_command_word_and_are_seeded():
     assert len(set(texts)) > 450  # varied
     again = np.random.default_rng(0)
     assert [sentence(again) for _ in range(20)] == texts[:20]  # seeded
+
+
+def test_the_training_and_held_out_vocabularies():
+    """TRAINING_WORDS (the training speakers' running speech) adds new words to the recordings' WORDS; HELD_OUT_WORDS
+    (held-out recordings) shares no content word with either (the determiners are shared); none holds a command,
+    and the training words add none of the unseen-voice set's words."""
+    from pipeline.unseen_voices import UNSEEN_UNKNOWN_WORDS
+
+    def lower(words):
+        return {w.lower() for kind, listed in words.items() if kind != "det" for w in listed}
+
+    base, training, held_out = lower(WORDS), lower(TRAINING_WORDS), lower(HELD_OUT_WORDS)
+    assert base < training and len(training - base) > 200 and not held_out & training
+    assert not (training | held_out) & set(COMMAND_WORDS)
+    assert not (training - base) & set(UNSEEN_UNKNOWN_WORDS)  # nothing new to train on the unseen-voice set's words
+    for words, allowed in ((WORDS, base), (TRAINING_WORDS, training), (HELD_OUT_WORDS, held_out)):
+        rng = np.random.default_rng(3)
+        said = {w.lower() for _ in range(300) for w in sentence(rng, words).replace(",", "").split()}
+        assert not said & set(COMMAND_WORDS)
+        template_words = {w.lower() for t in TEMPLATES for w in t.replace(",", "").split() if "{" not in w}
+        assert said - template_words - set(words["det"]) <= allowed and len(said & allowed) > 150
+    rng, again = np.random.default_rng(3), np.random.default_rng(3)
+    assert [sentence(rng) for _ in range(5)] == [sentence(again, WORDS) for _ in range(5)]  # WORDS is the default
 
 
 @pytest.mark.parametrize("templates", [CARRIERS, TRAINING_CARRIERS])

@@ -129,3 +129,56 @@ def test_training_only_words_may_not_be_commands_or_held_out_words():
         plan(load_config(None, ["synth.training_unknown_per_speaker=1",
                                 f"synth.training_unknown_words=[{UNSEEN_UNKNOWN_WORDS[0]}]"]), VARIANTS, Path("/nonexistent"),
              variants_per_voice=1, seed=0)
+
+
+def test_wider_training_speech_changes_only_the_training_speakers_sentences(tmp_path):
+    """synth.speech_training_words: the training speakers' running speech draws from more words; held-out
+    speakers' speech (and every other clip of the plan) stays as it was."""
+    from pipeline.dataset import which_set
+    from pipeline.sentences import TRAINING_WORDS, WORDS
+
+    keys = ["synth.voices=[en, en-us]", "synth.speech_per_speaker=2", "task.validation_percentage=30",
+            "task.testing_percentage=30"]
+    plain, _ = synth.plan_jobs(load_config(None, keys), VARIANTS, tmp_path)
+    wide, _ = synth.plan_jobs(load_config(None, keys + ["synth.speech_training_words=true"]), VARIANTS, tmp_path)
+    assert len(plain) == len(wide)
+    extra = {w for kind in TRAINING_WORDS for w in TRAINING_WORDS[kind] if w not in WORDS[kind]}
+    changed = 0
+    for a, b in zip(plain, wide):
+        split = which_set(a["path"], validation_percentage=30, testing_percentage=30)
+        if a["word"] != "_speech_" or split != "training":
+            assert a == b
+            continue
+        assert {k: v for k, v in a.items() if k != "text"} == {k: v for k, v in b.items() if k != "text"}
+        changed += set(b["text"].replace(",", "").replace(".", "").split()) & extra != set()
+    assert changed >= 4
+
+
+def test_accent_speakers_running_speech_only_trains(tmp_path):
+    """synth.accent_speech_per_speaker: accent speakers say running speech too, in _speech_training_/; prepare and
+    training_speech take it as training speech whatever its speaker's hash, and no other clip changes."""
+    from pipeline.audio import write_wav
+    from pipeline.dataset import TRAINING_SPEECH_DIR, read_rows, training_speech
+    from pipeline.stages import prepare
+
+    keys = ["synth.voices=[en]", "synth.accent_voices=[de]", "synth.accent_variants=8", "synth.speech_per_speaker=1",
+            "task.validation_percentage=40", "task.testing_percentage=40", f"paths.data={tmp_path}",
+            "task.speech_percentage=20"]
+    cfg = load_config(None, keys + ["synth.accent_speech_per_speaker=2"])
+    jobs, speakers = synth.plan_jobs(cfg, VARIANTS, cfg.dataset_dir)
+    plain, _ = synth.plan_jobs(load_config(None, keys), VARIANTS, cfg.dataset_dir)
+    accent_speech = [j for j in jobs if j["path"].startswith(TRAINING_SPEECH_DIR + "/")]
+    assert len(accent_speech) == 2 * 8 and all(j["voice"].startswith("de+") for j in accent_speech)
+    assert [j for j in jobs if j not in accent_speech] == plain  # their own random stream
+    rng = np.random.default_rng(0)
+    for j in jobs:  # the plan as a dataset of noise, so that prepare can read it
+        (cfg.dataset_dir / j["path"]).parent.mkdir(parents=True, exist_ok=True)
+        write_wav(cfg.dataset_dir / j["path"], 0.1 * rng.standard_normal(32000 if "text" in j else 16000), 16000)
+    (cfg.dataset_dir / "_background_noise_").mkdir()
+    write_wav(cfg.dataset_dir / "_background_noise_" / "white_noise.wav", 0.1 * rng.standard_normal(48000), 16000)
+    synth._write_split_lists(cfg.dataset_dir, cfg, training_only={s["speaker"] for s in speakers if s["voice"] == "de"})
+    assert {str(cfg.dataset_dir / j["path"]) for j in accent_speech} <= set(training_speech(cfg))
+    prepare.run(cfg)
+    held_out = [r["path"] for split in ("validation", "test") for r in read_rows(cfg.prepared_dir, split)]
+    assert held_out and not any(TRAINING_SPEECH_DIR in p for p in held_out)
+    assert any(TRAINING_SPEECH_DIR in r["path"] for r in read_rows(cfg.prepared_dir, "train"))

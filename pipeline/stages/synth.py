@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from pipeline.audio import resample_hq, write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
-from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, which_set
+from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, TRAINING_SPEECH_DIR, which_set
 from pipeline.espeak import Espeak, speaker_id, ssml_word
 from pipeline.long_audio import word_span
-from pipeline.sentences import TRAINING_CARRIERS, carrier, sentence
+from pipeline.sentences import TRAINING_CARRIERS, TRAINING_WORDS, WORDS, carrier, sentence
 from pipeline.errors import StageError
 
 def _loud_bounds(audio: np.ndarray, threshold: float = 0.01) -> tuple[int, int] | None:
@@ -142,6 +142,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
     rng = np.random.default_rng(cfg.run.seed)
     phrase_rng = np.random.default_rng([cfg.run.seed, 7])  # its own stream: phrases leave every other clip alone
     word_rng = np.random.default_rng([cfg.run.seed, 8])  # the same for the training-only words
+    speech_rng = np.random.default_rng([cfg.run.seed, 9])  # the same for the training speakers' wider vocabulary
     jobs, speakers = [], []
     pairs = [(voice, variant) for voice in s.voices for variant in variants]
     for voice in s.accent_voices:  # a few random variants of each other-language voice
@@ -154,9 +155,18 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
         # running speech, for _unknown_ windows and word context (main voices only: accent speakers only train)
         for n in range(s.speech_per_speaker if voice in s.voices else 0):
-            jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}",
-                                 path=f"{SPEECH_DIR}/{spk}_nohash_{n}.wav",
-                                 text=". ".join(sentence(rng) for _ in range(int(rng.integers(2, 4))))))
+            path = f"{SPEECH_DIR}/{spk}_nohash_{n}.wav"
+            sentences = [sentence(rng) for _ in range(int(rng.integers(2, 4)))]
+            if s.speech_training_words and which_set(path, validation_percentage=cfg.task.validation_percentage,
+                                                     testing_percentage=cfg.task.testing_percentage) == "training":
+                sentences = [sentence(speech_rng, TRAINING_WORDS) for _ in sentences]
+            jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}", path=path,
+                                 text=". ".join(sentences)))
+        for n in range(s.accent_speech_per_speaker if voice in s.accent_voices else 0):  # they only train
+            jobs.append(_job_for(cfg, speech_rng, root, word=TRAINING_SPEECH_DIR, voice=f"{voice}+{variant}",
+                                 path=f"{TRAINING_SPEECH_DIR}/{spk}_nohash_{n}.wav",
+                                 text=". ".join(sentence(speech_rng, TRAINING_WORDS if s.speech_training_words else WORDS)
+                                                for _ in range(int(speech_rng.integers(2, 4))))))
         for word in word_rng.choice(s.training_unknown_words, replace=False,
                                     size=min(s.training_unknown_per_speaker, len(s.training_unknown_words))):
             jobs.append(_job_for(cfg, word_rng, root, word=str(word), voice=f"{voice}+{variant}",
