@@ -106,8 +106,9 @@ class SynthConfig:
     pitch_max: int = 85
     unknown_words: list[str] = field(default_factory=lambda: list(DEMO_UNKNOWN_WORDS))
     unknown_per_speaker: int = 3  # _unknown_ is 10% of a split, so few are needed
-    # and this many words per speaker from training_unknown_words, which only train (never in the held-out
-    # lists): more ways for a word not to be a command, with the held-out splits' vocabulary unchanged
+    # and this many words per training speaker from training_unknown_words, which only train (never in the
+    # held-out lists): more ways for a word not to be a command, with the held-out splits' vocabulary unchanged.
+    # Held-out speakers say none: their voices never train
     training_unknown_words: list[str] = field(default_factory=lambda: list(TRAINING_UNKNOWN_WORDS))
     training_unknown_per_speaker: int = 0
     # espeak voices of other languages reading the English words: accented English, voices beyond the

@@ -101,13 +101,18 @@ def test_accent_speakers_only_train(tmp_path):
 
 
 def test_training_only_unknown_words_never_reach_the_held_out_splits(tmp_path):
-    """synth.training_unknown_words: each speaker says a few more other words, which only train; the held-out
-    splits keep synth.unknown_words, and every other clip of the plan stays the same."""
+    """synth.training_unknown_words: each training speaker says a few more other words, which only train; the
+    held-out splits keep synth.unknown_words, held-out speakers say none of them (no held-out voice trains),
+    and every other clip of the plan stays the same."""
     keys = ["synth.voices=[en]", "task.validation_percentage=40", "task.testing_percentage=40"]
     cfg = load_config(None, keys + ["synth.training_unknown_per_speaker=2"])
     jobs, speakers = synth.plan_jobs(cfg, VARIANTS, tmp_path)
     extra = [j for j in jobs if j["word"] in cfg.synth.training_unknown_words]
-    assert len(extra) == 2 * len(speakers) and len({j["word"] for j in extra}) > 2  # drawn per speaker
+    training = [s["speaker"] for s in speakers if s["voice"] in cfg.synth.accent_voices  # accent speakers only train
+                or synth.which_set(s["speaker"], validation_percentage=40, testing_percentage=40) == "training"]
+    assert 0 < len(training) < len(speakers)
+    assert len(extra) == 2 * len(training) and len({j["word"] for j in extra}) > 2  # drawn per speaker
+    assert {j["path"].split("/")[1].split("_nohash_")[0] for j in extra} == set(training)
     plain, _ = synth.plan_jobs(load_config(None, keys + ["synth.training_unknown_per_speaker=0"]), VARIANTS, tmp_path)
     assert [j for j in jobs if j not in extra] == plain  # their own random stream
     for j in jobs:
@@ -158,7 +163,7 @@ def test_accent_speakers_running_speech_only_trains(tmp_path):
     """synth.accent_speech_per_speaker: accent speakers say running speech too, in _speech_training_/; prepare and
     training_speech take it as training speech whatever its speaker's hash, and no other clip changes."""
     from pipeline.audio import write_wav
-    from pipeline.dataset import TRAINING_SPEECH_DIR, read_rows, training_speech
+    from pipeline.dataset import TRAINING_SPEECH_DIR, read_rows, speaker_of, training_speech
     from pipeline.stages import prepare
 
     keys = ["synth.voices=[en]", "synth.accent_voices=[de]", "synth.accent_variants=8", "synth.speech_per_speaker=1",
@@ -176,9 +181,14 @@ def test_accent_speakers_running_speech_only_trains(tmp_path):
         write_wav(cfg.dataset_dir / j["path"], 0.1 * rng.standard_normal(32000 if "text" in j else 16000), 16000)
     (cfg.dataset_dir / "_background_noise_").mkdir()
     write_wav(cfg.dataset_dir / "_background_noise_" / "white_noise.wav", 0.1 * rng.standard_normal(48000), 16000)
-    synth._write_split_lists(cfg.dataset_dir, cfg, training_only={s["speaker"] for s in speakers if s["voice"] == "de"})
+    synth._write_split_lists(cfg.dataset_dir, cfg, training_only={s["speaker"] for s in speakers if s["voice"] == "de"},
+                             training_only_words=cfg.synth.training_only_words)  # as synth.run writes them
     assert {str(cfg.dataset_dir / j["path"]) for j in accent_speech} <= set(training_speech(cfg))
     prepare.run(cfg)
     held_out = [r["path"] for split in ("validation", "test") for r in read_rows(cfg.prepared_dir, split)]
     assert held_out and not any(TRAINING_SPEECH_DIR in p for p in held_out)
     assert any(TRAINING_SPEECH_DIR in r["path"] for r in read_rows(cfg.prepared_dir, "train"))
+    assert cfg.synth.training_unknown_per_speaker > 0  # and no held-out voice trains through them either
+    voices = {split: {speaker_of(r["path"]) for r in read_rows(cfg.prepared_dir, split) if r["label"] != "_silence_"}
+              for split in ("train", "validation", "test")}
+    assert voices["validation"] and voices["test"] and not (voices["validation"] | voices["test"]) & voices["train"]

@@ -153,12 +153,14 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         speakers.append({"speaker": spk, "voice": voice, "variant": variant})
         # every speaker says every command word; a few random other words feed _unknown_
         extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
+        trains = voice in s.accent_voices or which_set(
+            spk, validation_percentage=cfg.task.validation_percentage, testing_percentage=cfg.task.testing_percentage
+        ) == "training"  # a speaker of the training split: held-out voices say nothing that only trains
         # running speech, for _unknown_ windows and word context (main voices only: accent speakers only train)
         for n in range(s.speech_per_speaker if voice in s.voices else 0):
             path = f"{SPEECH_DIR}/{spk}_nohash_{n}.wav"
             sentences = [sentence(rng) for _ in range(int(rng.integers(2, 4)))]
-            if s.speech_training_words and which_set(path, validation_percentage=cfg.task.validation_percentage,
-                                                     testing_percentage=cfg.task.testing_percentage) == "training":
+            if s.speech_training_words and trains:
                 sentences = [sentence(speech_rng, TRAINING_WORDS) for _ in sentences]
             jobs.append(_job_for(cfg, rng, root, word=SPEECH_DIR, voice=f"{voice}+{variant}", path=path,
                                  text=". ".join(sentences)))
@@ -168,7 +170,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
                                  text=". ".join(sentence(speech_rng, TRAINING_WORDS if s.speech_training_words else WORDS)
                                                 for _ in range(int(speech_rng.integers(2, 4))))))
         for word in word_rng.choice(s.training_unknown_words, replace=False,
-                                    size=min(s.training_unknown_per_speaker, len(s.training_unknown_words))):
+                                    size=min(s.training_unknown_per_speaker if trains else 0, len(s.training_unknown_words))):
             jobs.append(_job_for(cfg, word_rng, root, word=str(word), voice=f"{voice}+{variant}",
                                  path=f"{word}/{spk}_nohash_0.wav", **_prosody(word_rng, s.emphasis_probability)))
         for n in range(s.phrases_per_speaker if voice in s.voices else 0):
