@@ -159,6 +159,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         # running speech, for _unknown_ windows and word context (main voices only: accent speakers only train)
         for n in range(s.speech_per_speaker if voice in s.voices else 0):
             path = f"{SPEECH_DIR}/{spk}_nohash_{n}.wav"
+            # drawn either way, so that every other clip keeps its random draws
             sentences = [sentence(rng) for _ in range(int(rng.integers(2, 4)))]
             if s.speech_training_words and trains:
                 sentences = [sentence(speech_rng, TRAINING_WORDS) for _ in sentences]
