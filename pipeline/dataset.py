@@ -127,12 +127,18 @@ def training_phrases(cfg) -> list[dict]:
                  "end": int(r["end"])} for r in csv.DictReader(fh) if _of_training_speaker(cfg, r["file"])]
 
 
+def speech_files(cfg) -> list[tuple[Path, str]]:
+    """Every running-speech file of a synthesized dataset with its split ('training'|'validation'|'testing'):
+    ``_speech_/`` by its speaker's hash, ``_speech_training_/`` (speakers who only train) always training."""
+    t, root = cfg.task, cfg.dataset_dir
+    return ([(p, which_set(p.name, validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage))
+             for p in sorted((root / SPEECH_DIR).glob("*.wav"))]
+            + [(p, "training") for p in sorted((root / TRAINING_SPEECH_DIR).glob("*.wav"))])
+
+
 def training_speech(cfg) -> list[str]:
-    """The running-speech files of training speakers (synthesized datasets have them: ``_speech_/``, and
-    ``_speech_training_/`` of speakers who only train)."""
-    folder = cfg.dataset_dir / SPEECH_DIR
-    return ([str(p) for p in sorted(folder.glob("*.wav")) if _of_training_speaker(cfg, p.name)]
-            + [str(p) for p in sorted((cfg.dataset_dir / TRAINING_SPEECH_DIR).glob("*.wav"))])
+    """The running-speech files of training speakers (``speech_files``)."""
+    return [str(p) for p, split in speech_files(cfg) if split == "training"]
 
 
 def _of_training_speaker(cfg, file_name: str) -> bool:

@@ -89,7 +89,7 @@ HELD_OUT_WORDS = {
     "prep": "past before inside outside below above beneath among against toward within without".split(),
     "name": "Oscar Ella Hugo Ruby Felix Alice Simon Chloe Adam Lily Ethan Zoe Victor Mia Isaac Ivy".split(),
 }
-VOCABULARIES = {"base": WORDS, "training": TRAINING_WORDS, "held-out": HELD_OUT_WORDS}
+VOCABULARIES = {"base": WORDS, "held-out": HELD_OUT_WORDS}  # what recordings can say (scripts/quiet_hour.py --words)
 
 
 def sentence(rng: np.random.Generator, words: dict[str, list[str]] = WORDS) -> str:

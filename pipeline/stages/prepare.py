@@ -18,7 +18,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Config
-from pipeline.dataset import SPEECH_DIR, SPLITS, TRAINING_SPEECH_DIR, speaker_of, which_set, write_rows
+from pipeline.dataset import SPLITS, speaker_of, speech_files, which_set, write_rows
 from pipeline.errors import MissingInputError
 
 BACKGROUND_DIR = "_background_noise_"
@@ -90,15 +90,10 @@ def run(cfg: Config) -> Path:
                     (extra_unknown if word in training_only and split == "train" else unknown[split]).append(row)
 
     speech = {s: [] for s in SPLITS}  # running speech (synthesized datasets): (path, frames) per split
-    for path in sorted((root / SPEECH_DIR).glob("*.wav")) if cfg.task.speech_percentage > 0 else []:
-        split = {"training": "train", "validation": "validation", "testing": "test"}[
-            which_set(path.name, validation_percentage=cfg.task.validation_percentage,
-                      testing_percentage=cfg.task.testing_percentage)]
+    for path, split in speech_files(cfg) if cfg.task.speech_percentage > 0 else []:
         if _readable(path) is None:
-            speech[split].append((path, sf.info(str(path)).frames))
-    for path in sorted((root / TRAINING_SPEECH_DIR).glob("*.wav")) if cfg.task.speech_percentage > 0 else []:
-        if _readable(path) is None:  # speakers who only train (synth.accent_speech_per_speaker)
-            speech["train"].append((path, sf.info(str(path)).frames))
+            speech[{"training": "train", "validation": "validation", "testing": "test"}[split]].append(
+                (path, sf.info(str(path)).frames))
 
     noise_files = sorted((root / BACKGROUND_DIR).glob("*.wav")) if (root / BACKGROUND_DIR).is_dir() else []
     noise_files = [p for p in noise_files if _readable(p) is None]

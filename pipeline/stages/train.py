@@ -369,10 +369,10 @@ def run(cfg: Config) -> Path:
             history, mined, blockers = train_one_second(cfg, stats, labels, (x_train, y_train, rows_train), val_ds,
                                                         augment, strategy, seed=seed, work=tower_work, jit=jit,
                                                         gpus=gpus, report_cudnn=tower == 0)
+            seconds += time.time() - started  # the 1-s trainings (the continuous design reports its own times)
             if side is not None:
                 built, built_s = side_work.finish(side, cfg, work)
                 side = None
-            seconds += time.time() - started  # the 1-s trainings (the continuous design reports its own times)
             if not is_chief(strategy):
                 continue
             best = keras.models.load_model(tower_work / "best.keras", compile=False)
