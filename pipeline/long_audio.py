@@ -41,7 +41,7 @@ from pipeline.dataset import load_clip, read_rows, which_set
 from pipeline.errors import StageError
 from pipeline.espeak import Espeak, speaker_id
 from pipeline.feature_spec import FeatureSpec
-from pipeline.sentences import WORDS, carrier, sentence
+from pipeline.sentences import HELD_OUT_WORDS, VALIDATION_WORDS, WORDS, carrier, sentence
 
 SPLITS = ("validation", "test")
 SNRS_DB = (30.0, 20.0, 10.0)  # speech-to-noise ratios of the background, one per 30-s block
@@ -122,8 +122,10 @@ def estimated_seconds(piece: dict) -> float:
     return 0.38 * len(piece["text"].split()) * 160 / piece["rate"] + piece["pause"]
 
 
-def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator) -> list[dict]:
-    """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase)."""
+def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.Generator,
+         words: dict[str, list[str]] = WORDS) -> list[dict]:
+    """The pieces of one recording in order: speech stretches, and keyword events (alone or in a phrase).
+    The sentences' (and the carrier phrases') vocabulary is ``words``."""
     pieces, planned, next_keyword = [], 0.0, rng.uniform(*KEYWORD_EVERY_S)
     while planned < minutes * 60 * 1.1:  # speech length is only estimated here: plan 10% more
         voice = voices[int(rng.integers(len(voices)))]
@@ -133,13 +135,13 @@ def plan(*, minutes: float, sample_rate: int, voices: list[str], rng: np.random.
             if rng.random() < 0.5:
                 pieces.append({"kind": "alone", "label": word, "pause": float(rng.uniform(0.5, 1.2))})
             else:
-                pieces.append({"kind": "phrase", "label": word, "text": carrier(rng).format(word), "keyword": word,
-                               "voice": voice, "rate": rate, "pitch": pitch, "sample_rate": sample_rate,
+                pieces.append({"kind": "phrase", "label": word, "text": carrier(rng, words=words).format(word),
+                               "keyword": word, "voice": voice, "rate": rate, "pitch": pitch, "sample_rate": sample_rate,
                                "pause": float(rng.uniform(0.3, 0.8))})
             next_keyword = planned + rng.uniform(*KEYWORD_EVERY_S)
             planned += 2.0
             continue
-        piece = speech_piece(". ".join(sentence(rng) for _ in range(int(rng.integers(1, 5)))), voice=voice, rate=rate,
+        piece = speech_piece(". ".join(sentence(rng, words) for _ in range(int(rng.integers(1, 5)))), voice=voice, rate=rate,
                              pitch=pitch, sample_rate=sample_rate, rng=rng)
         pieces.append(piece)
         planned += estimated_seconds(piece)
@@ -168,6 +170,15 @@ def plan_quiet(rng: np.random.Generator, voices: list[str], *, minutes: float, c
     return pieces
 
 
+def sentence_words(cfg: Config, split: str) -> dict[str, list[str]]:
+    """The vocabulary a split's recordings speak (export.long_audio_words): with "held-out", words that no training
+    sentence says, validation's (which picks the threshold) apart from test's (which reports); with "base",
+    the pipeline's own, which the training speakers' sentences share."""
+    if cfg.export.long_audio_words == "base":
+        return WORDS
+    return VALIDATION_WORDS if split == "validation" else HELD_OUT_WORDS
+
+
 def is_quiet(name: str) -> bool:
     """Whether a recording of recording_names is laid out quiet (plan_quiet)."""
     return "_quiet" in name
@@ -183,8 +194,10 @@ def make_recording(cfg: Config, spec: FeatureSpec, split: str, *, minutes: float
     sr = spec.sample_rate
     rng = np.random.default_rng([cfg.run.seed, SPLITS.index(split)] + ([number] if number > 1 else [])
                                 + ([QUIET_STREAM] if quiet else []))
-    pieces = (plan_quiet(rng, voices, minutes=minutes, command_minutes=minutes * QUIET_COMMAND_SHARE, sample_rate=sr)
-              if quiet else plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng))
+    words = sentence_words(cfg, split)
+    pieces = (plan_quiet(rng, voices, minutes=minutes, command_minutes=minutes * QUIET_COMMAND_SHARE, sample_rate=sr,
+                         words=words)
+              if quiet else plan(minutes=minutes, sample_rate=sr, voices=voices, rng=rng, words=words))
     spoken = [p for p in pieces if p["kind"] != "alone"]
     rendered = dict(zip(map(id, spoken), tqdm(pool.imap(_render, spoken, chunksize=4), total=len(spoken),
                                               desc=f"long audio ({split}{' quiet' if quiet else ''}{'' if number == 1 else f' {number}'})",

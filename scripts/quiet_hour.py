@@ -11,8 +11,9 @@ a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
   accent clips (make it first: scripts/make_unseen_voices.py --out DIR); or
 - ``test``: the run's test-split speakers (held-out voices), with the test split's command clips.
 
-The sentences say the pipeline's own vocabulary, or with ``--words held-out`` words that neither training nor
-the pipeline's recordings say (``pipeline/sentences.py`` HELD_OUT_WORDS): a room whose speech is new.
+The sentences say the pipeline's own vocabulary (the default, ``base``), or with ``--words held-out`` words that
+no training sentence says (``pipeline/sentences.py`` HELD_OUT_WORDS, as the verify stage's test recordings
+with ``export.long_audio_words: held-out``): a room whose speech is new.
 
 Usage (from the repo root, with the run's config and --set):
     .venv/bin/python scripts/quiet_hour.py make --voices accents --unseen DIR --out HOUR [--seed N] [--words held-out]
@@ -171,9 +172,10 @@ def main() -> None:
     m.add_argument("--voices", choices=("accents", "test"), default="accents")
     m.add_argument("--unseen", help="the unseen-voice set (scripts/make_unseen_voices.py), for --voices accents")
     m.add_argument("--seed", type=int, default=77)
-    m.add_argument("--words", choices=("base", "held-out"), default="base",
+    m.add_argument("--words", choices=tuple(VOCABULARIES), default="base",
                    help="the sentences' vocabulary: the pipeline's recordings' (base), or words that no training "
-                        "or pipeline sentence says (held-out; pipeline/sentences.py HELD_OUT_WORDS)")
+                        "or pipeline sentence says (held-out: pipeline/sentences.py HELD_OUT_WORDS, as the verify stage's test "
+                        "recordings; validation: VALIDATION_WORDS, as its validation recordings)")
     m.add_argument("--minutes", type=float, default=60.0)
     m.add_argument("--command-minutes", type=float, default=10.0)
     m.add_argument("--snr-db", type=float, default=30.0, help="the noise floor under the speech")

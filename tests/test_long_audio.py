@@ -29,6 +29,28 @@ def test_a_plan_spaces_command_words_between_stretches_of_speech():
             assert p["text"].split().count(p["label"]) == 1
 
 
+def test_validation_and_test_recordings_speak_words_no_training_sentence_says():
+    """export.long_audio_words: held-out (the default) gives the validation recordings, which pick the threshold, and
+    the test ones, which report, vocabularies of their own; base keeps the pipeline's words (earlier figures)."""
+    from pipeline.long_audio import sentence_words
+    from pipeline.sentences import CARRIERS, HELD_OUT_WORDS, TEMPLATES, TRAINING_WORDS, VALIDATION_WORDS, WORDS
+
+    cfg = load_config(None, [])
+    assert sentence_words(cfg, "validation") is VALIDATION_WORDS and sentence_words(cfg, "test") is HELD_OUT_WORDS
+    base = load_config(None, ["export.long_audio_words=base"])
+    assert sentence_words(base, "validation") is WORDS and sentence_words(base, "test") is WORDS
+    assert base.long_audio_dir != cfg.long_audio_dir  # recordings made in one vocabulary never pass for the other's
+    trained = {w.lower() for kind, words in TRAINING_WORDS.items() if kind != "det" for w in words}
+    literal = {w.lower().strip(",") for t in TEMPLATES + CARRIERS for w in t.split() if "{" not in w}
+    for split in ("validation", "test"):
+        pieces = plan(minutes=5, sample_rate=16000, voices=["en+m1"], rng=np.random.default_rng(2),
+                      words=sentence_words(cfg, split))
+        said = {w.lower() for p in pieces if p["kind"] != "alone"
+                for w in p["text"].replace(".", " ").replace(",", " ").split()}
+        content = said - {w.lower() for w in WORDS["det"] + sentence_words(cfg, split)["det"]}
+        assert len(content) > 50 and content & trained <= literal, content & trained  # only the templates' own words
+
+
 def test_validation_and_test_voices_are_disjoint_held_out_speakers():
     cfg = load_config(None, [])
     variants = ["m1", "m2", "m3", "f1", "f2", "f3", "croak", "whisper", "klatt", "Alex", "Andy", "Annie"]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import COMMAND_WORDS
-from pipeline.sentences import (CARRIERS, HELD_OUT_WORDS, TEMPLATES, TRAINING_CARRIERS, TRAINING_WORDS, VOCABULARY, WORDS,
-                                carrier, sentence)
+from pipeline.sentences import (CARRIERS, HELD_OUT_WORDS, TEMPLATES, TRAINING_CARRIERS, TRAINING_WORDS, VALIDATION_WORDS,
+                                VOCABULARY, WORDS, carrier, sentence)
 
 
 def test_sentences_never_hold_a_command_word_and_are_seeded():
@@ -21,18 +21,23 @@ def test_sentences_never_hold_a_command_word_and_are_seeded():
 
 def test_the_training_and_held_out_vocabularies():
     """TRAINING_WORDS (the training speakers' running speech) adds new words to the recordings' WORDS; HELD_OUT_WORDS
-    (held-out recordings) shares no content word with either (the determiners are shared); none holds a command,
-    and the training words add none of the unseen-voice set's words."""
+    (test recordings) and VALIDATION_WORDS (validation recordings) share no content word with either or with each
+    other, nor with the words said alone (the determiners are shared); none holds a command, and the training
+    words add none of the unseen-voice set's words."""
+    from pipeline.config import DEMO_UNKNOWN_WORDS, TRAINING_UNKNOWN_WORDS
     from pipeline.unseen_voices import UNSEEN_UNKNOWN_WORDS
 
     def lower(words):
         return {w.lower() for kind, listed in words.items() if kind != "det" for w in listed}
 
-    base, training, held_out = lower(WORDS), lower(TRAINING_WORDS), lower(HELD_OUT_WORDS)
+    base, training, held_out, validation = lower(WORDS), lower(TRAINING_WORDS), lower(HELD_OUT_WORDS), lower(VALIDATION_WORDS)
     assert base < training and len(training - base) > 200 and not held_out & training
-    assert not (training | held_out) & set(COMMAND_WORDS)
+    assert not validation & (training | held_out) and len(validation) > 200
+    assert not validation & {w.lower() for w in TRAINING_UNKNOWN_WORDS + DEMO_UNKNOWN_WORDS + UNSEEN_UNKNOWN_WORDS}
+    assert not (training | held_out | validation) & set(COMMAND_WORDS)
     assert not (training - base) & set(UNSEEN_UNKNOWN_WORDS)  # nothing new to train on the unseen-voice set's words
-    for words, allowed in ((WORDS, base), (TRAINING_WORDS, training), (HELD_OUT_WORDS, held_out)):
+    for words, allowed in ((WORDS, base), (TRAINING_WORDS, training), (HELD_OUT_WORDS, held_out),
+                           (VALIDATION_WORDS, validation)):
         rng = np.random.default_rng(3)
         said = {w.lower() for _ in range(300) for w in sentence(rng, words).replace(",", "").split()}
         assert not said & set(COMMAND_WORDS)

@@ -425,6 +425,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     by_snr = recall_alone_by_snr(hit, events)
     summary = {"minutes": cfg.export.long_audio_minutes, "validation_minutes": round(counts["validation"]["hours"] * 60, 1),
                "design": params.design, "threshold": chosen["threshold"],
+               "sentence_words": cfg.export.long_audio_words,  # held-out: no training sentence says the recordings' words
                "picked_on": f"validation recordings ({cfg.export.long_audio_validation_recordings} + "
                             f"{cfg.export.long_audio_quiet_recordings} quiet, x {cfg.export.long_audio_minutes} min): "
                             f"best recall at <= {TARGET_FALSE_ALARMS_PER_HOUR} false alarm/hour",
