@@ -91,28 +91,35 @@ HELD_OUT_WORDS = {
 }
 # A third vocabulary, shared with none of the above, for the verify stage's validation recordings: the threshold is
 # picked on a room whose sentences the model never heard, as a user's room is, and the test recordings (in
-# HELD_OUT_WORDS) still report on words that neither training nor the pick ever saw (export.long_audio_words).
+# HELD_OUT_WORDS) still report on words that neither training nor the pick ever saw (export.long_audio_words). Like
+# the others it keeps words that sound near a command (clown, hound, cow ~ down; hut, cub ~ up; shelf, Jeff ~ left;
+# height, Dwight ~ right; swan, wand ~ on; toffee, trough ~ off; step, stack ~ stop; mole, bowl, doe ~ no, go;
+# Jess, princess ~ yes): without them validation is an easier room than the test's, and picks a lower threshold.
 VALIDATION_WORDS = {
     "det": "the a this that some each every".split(),
     "adj": ("ugly lovely curly hairy fluffy rusty muddy sandy salty spicy creamy juicy crispy sticky greasy shabby "
             "grumpy cheerful careless useless hopeful graceful awful gloomy cozy tidy fragile hollow humble eager "
             "fierce clumsy jealous anxious curious generous stubborn patient sincere elegant royal rural urban "
-            "vivid").split(),
+            "vivid deaf deft").split(),
     "noun": ("parrot eagle penguin dolphin whale shark beetle spider donkey zebra giraffe monkey panda squirrel "
              "hamster lizard frog library museum theatre airport factory garage bakery cellar attic balcony porch "
              "stable barn pier tunnel palace temple prison umbrella helmet scarf apron sandal slipper necklace "
              "bracelet feather pebble shovel rake ladle saucer teapot napkin envelope parcel pencil crayon marble "
              "puzzle balloon trophy medal ribbon lantern torch compass globe barber butcher tailor plumber dentist "
              "judge clerk poet actor dancer grocer knight queen prince cherry lemon melon peach pear plum carrot "
-             "onion potato cabbage cookie muffin pancake waffle noodle cheese butter").split(),
+             "onion potato cabbage cookie muffin pancake waffle noodle cheese butter clown hound cow shelf elf hut "
+             "nut cub tub mole pole hole bowl doe height swan wand palm trough stack stove step prop mattress "
+             "princess fortress toffee").split(),
     "verb": ("danced skated knitted baked fried boiled stirred poured washed brushed combed folded wrapped buried "
              "borrowed repaired polished scrubbed sneezed yawned whistled giggled whispered wandered hurried sailed "
              "floated drifted tumbled stumbled trembled wiggled juggled explored ordered delivered measured "
-             "gathered scattered collected invented discovered").split(),
+             "gathered scattered collected invented discovered howled scowled shut rubbed confessed stepped stacked "
+             "propped swapped puffed").split(),
     "adv": ("eagerly nervously bravely sadly merrily loosely firmly briefly rapidly lazily honestly openly secretly "
-            "cheerfully patiently awkwardly silently anyway somehow meanwhile perhaps").split(),
+            "cheerfully patiently awkwardly silently anyway somehow meanwhile perhaps yet").split(),
     "prep": "between amid opposite throughout underneath alongside".split(),
-    "name": "Arthur Bella Carl Daisy Edgar Fiona George Hazel Ian Julia Kevin Laura Martin Olivia Paul Rose".split(),
+    "name": ("Arthur Bella Carl Daisy Edgar Fiona George Hazel Ian Julia Kevin Laura Martin Olivia Paul Rose Jeff Jess Wes "
+             "Dwight Shawn Flo").split(),
 }
 # what recordings can say (scripts/quiet_hour.py --words)
 VOCABULARIES = {"base": WORDS, "held-out": HELD_OUT_WORDS, "validation": VALIDATION_WORDS}
