@@ -60,7 +60,7 @@ def stages(cfg: Config) -> list[Stage]:
               (run_dir / "export.json",), (run_dir / "export.json",)),
         Stage("verify", "run every artifact on the test split, long-audio detection, write manifest.json",
               ("export.long_audio_minutes", "export.long_audio_validation_recordings",
-               "export.long_audio_quiet_recordings"), (run_dir / "manifest.json",),
+               "export.long_audio_quiet_recordings", "export.long_audio_words"), (run_dir / "manifest.json",),
               (run_dir / "manifest.json",)),
     ]
 

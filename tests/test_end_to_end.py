@@ -162,12 +162,14 @@ def test_a_stage_writing_identical_outputs_does_not_rerun_the_next(tiny_run):
 def test_a_key_only_verify_reads_reruns_verify_alone(tiny_run):
     tmp, run_dir, _ = tiny_run
     export_json = (run_dir / "export.json").stat().st_mtime_ns
-    result = cli("all", tmp=tmp, extra=["export.long_audio_minutes=0.4"])
+    assert json.loads((run_dir / "manifest.json").read_text())["long_audio"]["sentence_words"] == "held-out"
+    result = cli("all", tmp=tmp, extra=["export.long_audio_minutes=0.4", "export.long_audio_words=base"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert stage_lines(result) == {**dict.fromkeys(STAGES[:-1], "up to date"), "verify": "ran"}
     assert (run_dir / "export.json").stat().st_mtime_ns == export_json
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["long_audio"]["minutes"] == 0.4 and manifest["config"]["export"]["long_audio_minutes"] == 0.4
+    assert manifest["long_audio"]["sentence_words"] == "base"
     back = cli("all", tmp=tmp)  # and back to the fixture's value, for the tests that follow
     assert back.returncode == 0 and stage_lines(back)["verify"] == "ran"
 
