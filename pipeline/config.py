@@ -371,7 +371,7 @@ class Config:
     @property
     def long_audio_dir(self) -> Path:
         """The always-on benchmark's recordings (pipeline/long_audio.py): depend on the split index, the
-        espeak voices and the length."""
+        espeak voices, the length and the vocabulary."""
         key = self.section_hash("export.long_audio_minutes", "export.long_audio_validation_recordings",
                                 "export.long_audio_quiet_recordings", "export.long_audio_words", "synth.voices",
                                 "synth.variants", "run.seed")

@@ -8,7 +8,8 @@ The verify stage measures recall and false alarms per hour on two recordings mad
 No voice of either is ever trained on (the splits are speaker-disjoint).
 
 Each recording is ``minutes`` long: stretches of running speech (1-4 sentences without any command
-word, ``pipeline/sentences.py``, spoken by one espeak-ng voice of the split with its own rate and
+word, ``pipeline/sentences.py``, in words no training sentence says, validation's vocabulary apart from
+test's: ``sentence_words``; spoken by one espeak-ng voice of the split with its own rate and
 pitch), and between them, every 10-20 s on average, a command word: said alone (a keyword clip of the
 split, as in the dataset) or inside a short carrier phrase ("please say {} now"), where espeak's word
 timings give its span. Under it all runs background noise (the dataset's ``_background_noise_``

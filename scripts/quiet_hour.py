@@ -173,9 +173,9 @@ def main() -> None:
     m.add_argument("--unseen", help="the unseen-voice set (scripts/make_unseen_voices.py), for --voices accents")
     m.add_argument("--seed", type=int, default=77)
     m.add_argument("--words", choices=tuple(VOCABULARIES), default="base",
-                   help="the sentences' vocabulary: the pipeline's recordings' (base), or words that no training "
-                        "or pipeline sentence says (held-out: pipeline/sentences.py HELD_OUT_WORDS, as the verify stage's test "
-                        "recordings; validation: VALIDATION_WORDS, as its validation recordings)")
+                   help="the sentences' vocabulary: the pipeline's own (base, which training sentences share), or "
+                        "words that no training sentence says (held-out: pipeline/sentences.py HELD_OUT_WORDS, as the "
+                        "verify stage's test recordings; validation: VALIDATION_WORDS, as its validation recordings)")
     m.add_argument("--minutes", type=float, default=60.0)
     m.add_argument("--command-minutes", type=float, default=10.0)
     m.add_argument("--snr-db", type=float, default=30.0, help="the noise floor under the speech")

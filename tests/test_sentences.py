@@ -22,8 +22,8 @@ def test_sentences_never_hold_a_command_word_and_are_seeded():
 def test_the_training_and_held_out_vocabularies():
     """TRAINING_WORDS (the training speakers' running speech) adds new words to the recordings' WORDS; HELD_OUT_WORDS
     (test recordings) and VALIDATION_WORDS (validation recordings) share no content word with either or with each
-    other, nor with the words said alone (the determiners are shared); none holds a command, and the training
-    words add none of the unseen-voice set's words."""
+    other (the determiners are shared), and VALIDATION_WORDS none with the words said alone either; none holds a
+    command, and the training words add none of the unseen-voice set's words."""
     from pipeline.config import DEMO_UNKNOWN_WORDS, TRAINING_UNKNOWN_WORDS
     from pipeline.unseen_voices import UNSEEN_UNKNOWN_WORDS
 
