@@ -46,6 +46,12 @@ def which_set(filename: str, *, validation_percentage: float, testing_percentage
     return "training"
 
 
+def split_of(cfg, filename: str) -> str:
+    """``which_set`` with the config's validation and testing percentages."""
+    return which_set(filename, validation_percentage=cfg.task.validation_percentage,
+                     testing_percentage=cfg.task.testing_percentage)
+
+
 def speaker_of(path: str) -> str:
     return re.sub(r"_nohash_.*$", "", Path(path).name)
 
@@ -130,9 +136,8 @@ def training_phrases(cfg) -> list[dict]:
 def speech_files(cfg) -> list[tuple[Path, str]]:
     """Every running-speech file of a synthesized dataset with its split ('training'|'validation'|'testing'):
     ``_speech_/`` by its speaker's hash, ``_speech_training_/`` (speakers who only train) always training."""
-    t, root = cfg.task, cfg.dataset_dir
-    return ([(p, which_set(p.name, validation_percentage=t.validation_percentage, testing_percentage=t.testing_percentage))
-             for p in sorted((root / SPEECH_DIR).glob("*.wav"))]
+    root = cfg.dataset_dir
+    return ([(p, split_of(cfg, p.name)) for p in sorted((root / SPEECH_DIR).glob("*.wav"))]
             + [(p, "training") for p in sorted((root / TRAINING_SPEECH_DIR).glob("*.wav"))])
 
 
@@ -142,6 +147,4 @@ def training_speech(cfg) -> list[str]:
 
 
 def _of_training_speaker(cfg, file_name: str) -> bool:
-    t = cfg.task
-    return which_set(file_name, validation_percentage=t.validation_percentage,
-                     testing_percentage=t.testing_percentage) == "training"
+    return split_of(cfg, file_name) == "training"

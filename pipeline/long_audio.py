@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from pipeline.audio import AudioError, load_audio, write_wav
 from pipeline.config import COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL, Config
-from pipeline.dataset import load_clip, read_rows, which_set
+from pipeline.dataset import load_clip, read_rows, split_of
 from pipeline.errors import StageError
 from pipeline.espeak import Espeak, speaker_id
 from pipeline.feature_spec import FeatureSpec
@@ -59,8 +59,7 @@ def split_speakers(cfg: Config, split: str, variants: list[str]) -> list[str]:
     the demo dataset's own speakers of that split (for a downloaded dataset: voices no one trains on)."""
     name = {"validation": "validation", "test": "testing"}[split]
     voices = [f"{voice}+{variant}" for voice in cfg.synth.voices for variant in variants
-              if which_set(f"{speaker_id(voice, variant)}_nohash_0.wav", validation_percentage=cfg.task.validation_percentage,
-                           testing_percentage=cfg.task.testing_percentage) == name]
+              if split_of(cfg, f"{speaker_id(voice, variant)}_nohash_0.wav") == name]
     if not voices:
         raise StageError(f"no espeak voice of synth.voices x synth.variants falls in the {split} split: add voices")
     return voices

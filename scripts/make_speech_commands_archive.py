@@ -4,7 +4,7 @@
 The archive looks like speech_commands_v0.02.tar.gz from the outside: members ``./<word>/<8-hex
 speaker>_nohash_<n>.wav`` (16 kHz mono 16-bit, 1 s), ``./_background_noise_/`` with six long noise
 WAVs, ``validation_list.txt`` / ``testing_list.txt`` written with the dataset's SHA1 rule
-(``pipeline.prepare.which_set``), LICENSE and README.md. With ``--official-test`` it looks like
+(``pipeline.dataset.which_set``), LICENSE and README.md. With ``--official-test`` it looks like
 speech_commands_test_set_v0.02.tar.gz instead: one folder per label of the 12-label task (``_silence_``,
 ``_unknown_`` and the 10 command words), balanced, a few ``.wav.wav`` names, no list files.
 

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.audio import load_audio
 from pipeline.config import COMMAND_WORDS, UNKNOWN_LABEL, ConfigError, load_config
+from pipeline.dataset import which_set
 from pipeline.stages import synth
 from pipeline.unseen_voices import UNSEEN_ACCENTS, UNSEEN_UNKNOWN_WORDS, build, plan
 
@@ -109,7 +110,7 @@ def test_training_only_unknown_words_never_reach_the_held_out_splits(tmp_path):
     jobs, speakers = synth.plan_jobs(cfg, VARIANTS, tmp_path)
     extra = [j for j in jobs if j["word"] in cfg.synth.training_unknown_words]
     training = [s["speaker"] for s in speakers if s["voice"] in cfg.synth.accent_voices  # accent speakers only train
-                or synth.which_set(s["speaker"], validation_percentage=40, testing_percentage=40) == "training"]
+                or which_set(s["speaker"], validation_percentage=40, testing_percentage=40) == "training"]
     assert 0 < len(training) < len(speakers)
     assert len(extra) == 2 * len(training) and len({j["word"] for j in extra}) > 2  # drawn per speaker
     assert {j["path"].split("/")[1].split("_nohash_")[0] for j in extra} == set(training)
@@ -139,7 +140,6 @@ def test_training_only_words_may_not_be_commands_or_held_out_words():
 def test_wider_training_speech_changes_only_the_training_speakers_sentences(tmp_path):
     """synth.speech_training_words: the training speakers' running speech draws from more words; held-out
     speakers' speech (and every other clip of the plan) stays as it was."""
-    from pipeline.dataset import which_set
     from pipeline.sentences import TRAINING_WORDS, WORDS
 
     keys = ["synth.voices=[en, en-us]", "synth.speech_per_speaker=2", "task.validation_percentage=30",

@@ -18,10 +18,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Config
-from pipeline.dataset import SPLITS, speaker_of, speech_files, which_set, write_rows
+from pipeline.dataset import SPLITS, speaker_of, speech_files, split_of, write_rows
 from pipeline.errors import MissingInputError
 
 BACKGROUND_DIR = "_background_noise_"
+SPLIT_OF_RULE = {"training": "train", "validation": "validation", "testing": "test"}  # which_set's names -> ours
 
 
 def _readable(path: Path) -> str | None:
@@ -74,9 +75,7 @@ def run(cfg: Config) -> Path:
                 if has_lists:
                     split = listed.get(rel, "train")
                 else:
-                    split = {"training": "train", "validation": "validation", "testing": "test"}[
-                        which_set(path.name, validation_percentage=cfg.task.validation_percentage,
-                                  testing_percentage=cfg.task.testing_percentage)]
+                    split = SPLIT_OF_RULE[split_of(cfg, path.name)]
                 if split == "test" and use_official_test:
                     continue  # the official test archive replaces it; never train on those clips either
                 reason = _readable(path)
@@ -92,8 +91,7 @@ def run(cfg: Config) -> Path:
     speech = {s: [] for s in SPLITS}  # running speech (synthesized datasets): (path, frames) per split
     for path, split in speech_files(cfg) if cfg.task.speech_percentage > 0 else []:
         if _readable(path) is None:
-            speech[{"training": "train", "validation": "validation", "testing": "test"}[split]].append(
-                (path, sf.info(str(path)).frames))
+            speech[SPLIT_OF_RULE[split]].append((path, sf.info(str(path)).frames))
 
     noise_files = sorted((root / BACKGROUND_DIR).glob("*.wav")) if (root / BACKGROUND_DIR).is_dir() else []
     noise_files = [p for p in noise_files if _readable(p) is None]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline.audio import resample_hq, write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
-from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, TRAINING_SPEECH_DIR, which_set
+from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, TRAINING_SPEECH_DIR, split_of
 from pipeline.espeak import Espeak, speaker_id, ssml_word
 from pipeline.long_audio import word_span
 from pipeline.sentences import TRAINING_CARRIERS, TRAINING_WORDS, WORDS, carrier, sentence
@@ -153,9 +153,8 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         speakers.append({"speaker": spk, "voice": voice, "variant": variant})
         # every speaker says every command word; a few random other words feed _unknown_
         extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
-        trains = voice in s.accent_voices or which_set(
-            spk, validation_percentage=cfg.task.validation_percentage, testing_percentage=cfg.task.testing_percentage
-        ) == "training"  # a speaker of the training split: held-out voices say nothing that only trains
+        # a speaker of the training split: held-out voices say nothing that only trains
+        trains = voice in s.accent_voices or split_of(cfg, spk) == "training"
         # running speech, for _unknown_ windows and word context (main voices only: accent speakers only train)
         for n in range(s.speech_per_speaker if voice in s.voices else 0):
             path = f"{SPEECH_DIR}/{spk}_nohash_{n}.wav"
@@ -289,8 +288,7 @@ def _write_split_lists(root: Path, cfg: Config, training_only: set[str] = frozen
         if (wav.parent.name.startswith("_") or wav.name.split("_nohash_")[0] in training_only
                 or wav.parent.name in training_only_words):
             continue
-        split = which_set(wav.name, validation_percentage=cfg.task.validation_percentage,
-                          testing_percentage=cfg.task.testing_percentage)
+        split = split_of(cfg, wav.name)
         if split in lists:
             lists[split].append(f"{wav.parent.name}/{wav.name}")
     for split, names in lists.items():
