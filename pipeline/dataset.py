@@ -130,7 +130,7 @@ def training_phrases(cfg) -> list[dict]:
         return []
     with open(spans, newline="") as fh:
         return [{"path": str(cfg.dataset_dir / PHRASE_DIR / r["file"]), "word": r["word"], "start": int(r["start"]),
-                 "end": int(r["end"])} for r in csv.DictReader(fh) if _of_training_speaker(cfg, r["file"])]
+                 "end": int(r["end"])} for r in csv.DictReader(fh) if of_training_speaker(cfg, r["file"])]
 
 
 def speech_files(cfg) -> list[tuple[Path, str]]:
@@ -146,5 +146,6 @@ def training_speech(cfg) -> list[str]:
     return [str(p) for p, split in speech_files(cfg) if split == "training"]
 
 
-def _of_training_speaker(cfg, file_name: str) -> bool:
+def of_training_speaker(cfg, file_name: str) -> bool:
+    """Whether a file (or a bare speaker id) belongs to a speaker of the training split."""
     return split_of(cfg, file_name) == "training"

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline.audio import resample_hq, write_wav
 from pipeline.config import COMMAND_WORDS, Config, ConfigError
-from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, TRAINING_SPEECH_DIR, split_of
+from pipeline.dataset import PHRASE_DIR, SPEECH_DIR, TRAINING_SPEECH_DIR, of_training_speaker, split_of
 from pipeline.espeak import Espeak, speaker_id, ssml_word
 from pipeline.long_audio import word_span
 from pipeline.sentences import TRAINING_CARRIERS, TRAINING_WORDS, WORDS, carrier, sentence
@@ -154,7 +154,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
         # every speaker says every command word; a few random other words feed _unknown_
         extra = list(rng.choice(s.unknown_words, size=min(s.unknown_per_speaker, len(s.unknown_words)), replace=False))
         # a speaker of the training split: held-out voices say nothing that only trains
-        trains = voice in s.accent_voices or split_of(cfg, spk) == "training"
+        trains = voice in s.accent_voices or of_training_speaker(cfg, spk)
         # running speech, for _unknown_ windows and word context (main voices only: accent speakers only train)
         for n in range(s.speech_per_speaker if voice in s.voices else 0):
             path = f"{SPEECH_DIR}/{spk}_nohash_{n}.wav"
