@@ -279,6 +279,11 @@ class TrainConfig:
     # 2 (two seeds): 30-50% fewer false alarms at thresholds 0.3-0.5 at equal recall, but no gain at the <= 1 an
     # hour point validation picks, for one more pass and 2 more epochs (docs/always_on.md, "Mine twice")
     continuous_hard_negative_rounds: int = 1
+    # the continuous design trained this many times from the 1-s weights, each candidate on its own draw (chaining,
+    # speech mined, batch order); the train stage keeps the one that verify's threshold pick rates best on the
+    # validation recordings (export.long_audio_*): most commands found at <= 1 false alarm an hour. Retrainings
+    # from one set of 1-s weights spread far (docs/always_on.md, "Best of two continuous trainings"). 1 = no choice
+    continuous_candidates: int = 1
     # this many training sequences one after another make one (4: 10 s through one state), and in
     # continuous_floor_probability of those a steady noise floor (FLOOR_DB under the speech) runs under the
     # whole chain: the state meets a floor for longer than one sequence lasts, as it does always-on. The batch
@@ -548,6 +553,10 @@ def _check_ranges(cfg: Config) -> None:
             cfg.train.continuous_hard_negative_threshold, "0 < threshold < 1")
     require(cfg.train.continuous_hard_negative_rounds >= 1, "train.continuous_hard_negative_rounds",
             cfg.train.continuous_hard_negative_rounds, ">= 1")
+    require(cfg.train.continuous_candidates >= 1, "train.continuous_candidates", cfg.train.continuous_candidates, ">= 1")
+    if cfg.train.continuous_candidates > 1:  # the validation recordings choose
+        require(cfg.export.long_audio_minutes > 0, "export.long_audio_minutes", cfg.export.long_audio_minutes,
+                "> 0 with train.continuous_candidates > 1 (its validation recordings choose)")
     require(cfg.train.continuous_hard_negative_copies >= 1, "train.continuous_hard_negative_copies",
             cfg.train.continuous_hard_negative_copies, ">= 1")
     require(1 <= cfg.train.continuous_chain <= 16, "train.continuous_chain", cfg.train.continuous_chain, "1..16 (1 = off)")

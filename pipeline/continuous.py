@@ -23,12 +23,16 @@ resets (docs/always_on.md has the comparison that chose it):
    through the trained model's never-reset state; sequences of that speech around each place where a keyword
    fires become ``_unknown_`` examples, and training goes on over old and new sequences
    (``train.continuous_hard_negative_rounds`` times, each mining with the model the round before left).
+   With ``train.continuous_candidates`` steps 1 (its epochs) and 3 run that many times from the 1-s weights,
+   each on its own draw, and the train stage keeps the candidate that verify's threshold pick rates best
+   on the validation recordings: retrainings from one set of 1-s weights spread far.
 4. Scoring: the whole recording through one state, in chunks (``continuous_scores``); the detector reads
    a decision every stride of frames.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import time
 
@@ -234,12 +238,15 @@ def training_sequences(cfg, spec: FeatureSpec, labels: list[str], *, workers: in
 
 
 def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int | None = None,
-          built: tuple[tuple, tuple] | None = None, tower: int = 0):
+          built: tuple[tuple, tuple] | None = None, tower: int = 0, judge=None):
     """The continuous model: ``train.continuous_sequences`` training sequences, ``train.continuous_epochs``
     epochs from the 1-s weights; then, with ``train.continuous_hard_negative_epochs``, the places where it
     fires on the training speakers' running speech join as ``_unknown_`` sequences and training goes on.
-    ``built``: those sequences already made (``training_sequences``); ``tower`` (of ``model.towers``) draws its
-    own chaining and mined sequences, on the same training sequences. Returns (model, report)."""
+    With ``train.continuous_candidates`` > 1 all of that runs that many times from the 1-s weights, each
+    candidate on its own draw (chaining, speech mined, the order of its batches), and ``judge(model) ->
+    (score, report)`` keeps the best. ``built``: the sequences already made (``training_sequences``); ``tower``
+    (of ``model.towers``) draws its own chaining and mined sequences, on the same training sequences.
+    Returns (model, report)."""
     t = cfg.train
     t0 = time.time()
     if built is None:
@@ -248,55 +255,90 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     built_s = time.time() - t0
     factor = t.continuous_keyword_weight  # the keyword frames' loss weight (the validation loss is weighed alike)
     w, vw = keyword_weighted(w, y, labels, factor), keyword_weighted(vw, vy, labels, factor)
-    model = sequence_model(one_second)
     floors = noise_floor_mels(cfg, spec, seconds=t.continuous_chain * t.continuous_seconds + 1) \
         if t.continuous_floor_probability else []
+    chain = functools.partial(chain_sequences, pieces=t.continuous_chain, floor_probability=t.continuous_floor_probability,
+                              floors=floors)
     stream = [tower] if tower else []  # tower 0 draws as a single model always did
     rng = np.random.default_rng([cfg.run.seed, 4, *stream])
-
-    def chained(x, y, w):
-        return chain_sequences(x, y, w, pieces=t.continuous_chain, floor_probability=t.continuous_floor_probability,
-                               floors=floors, rng=rng)
     batch = max(8, t.continuous_batch_size // t.continuous_chain)  # as many steps an epoch as unchained
-    validation_count = len(vx)
-    vx, vy, vw = chained(vx, vy, vw)
+    vx, vy, vw = chain(vx, vy, vw, rng=rng)  # one validation set for every candidate
     validation = (vx.astype(np.float32), vy, vw)
-    history = _fit(model, *chained(x, y, w), validation, learning_rate=t.continuous_learning_rate,
+    about = {"sequences": int(len(x)), "validation_sequences": len(built[1][0]), "seconds_each": t.continuous_seconds,
+             "chain": t.continuous_chain, "floor_probability": t.continuous_floor_probability,
+             "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1)}
+    candidates = []  # (score, model, report) of each
+    for candidate in range(t.continuous_candidates):
+        draw = stream + [1000 + candidate] if candidate else stream  # the first candidate draws as one model always did
+        if candidate:
+            print(f"train: continuous design, candidate {candidate + 1} of {t.continuous_candidates}: trained again from "
+                  "the 1-s weights, on its own draw", flush=True)
+        model, report = train_one(cfg, one_second, spec, labels, (x, y, w), validation, batch=batch,
+                                  chained=functools.partial(chain, rng=np.random.default_rng([cfg.run.seed, 4, *draw])
+                                                            if candidate else rng),
+                                  mine_seed=[cfg.run.seed, 3, *draw])
+        report = {**about, **report}
+        if t.continuous_candidates == 1:
+            return model, report
+        score, report["judged"] = judge(model)
+        print(f"train: continuous design, candidate {candidate + 1}: {report['judged']['summary']}", flush=True)
+        candidates.append((score, model, report))
+    chosen = max(range(len(candidates)), key=lambda k: candidates[k][0])  # the first of equals
+    print(f"train: continuous design, candidate {chosen + 1} of {len(candidates)} kept", flush=True)
+    _, model, report = candidates[chosen]
+    return model, {**report, "candidates": [report for _, _, report in candidates], "chosen_candidate": chosen}
+
+
+def train_one(cfg, one_second, spec: FeatureSpec, labels: list[str], xyw: tuple, validation: tuple, *, batch: int,
+              chained, mine_seed: list) -> tuple:
+    """One continuous model from the 1-s weights: its epochs over ``xyw`` (``chained`` chains them), then its
+    hard negatives (``tune_on_hard_negatives``, the speech dealt by ``mine_seed``). Returns (model, report)."""
+    t = cfg.train
+    t0 = time.time()
+    model = sequence_model(one_second)
+    history = _fit(model, *chained(*xyw), validation, learning_rate=t.continuous_learning_rate,
                    epochs=t.continuous_epochs, batch=batch)
-    report = {"sequences": int(len(x)), "validation_sequences": validation_count, "seconds_each": t.continuous_seconds,
-              "chain": t.continuous_chain, "floor_probability": t.continuous_floor_probability,
-              "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1),
-              "train_s": round(time.time() - t0 - built_s, 1),
+    report = {"train_s": round(time.time() - t0, 1), "loss": [round(float(v), 4) for v in history["loss"]],
               "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
               "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
     speech = training_speech(cfg)
     if t.continuous_hard_negative_epochs and speech:
         t1 = time.time()
-        seed = [cfg.run.seed, 3, *stream]
-        streams = speech_streams(speech, spec.sample_rate, seed=seed)
-        hours = sum(len(s) for s in streams) / spec.sample_rate / 3600
-        places = []
-        for round_ in range(t.continuous_hard_negative_rounds):
-            # each round mines the same speech with the model the last round left: where it still fires
-            spots = false_fires(model, streams, spec, labels, threshold=t.continuous_hard_negative_threshold)
-            mx, my, mw = negative_sequences(cfg, spec, labels, streams, spots, copies=t.continuous_hard_negative_copies,
-                                            seed=seed + [round_] if round_ else seed)
-            x, y, w = np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw])
-            places.append(len(spots))
-            print(f"train: continuous design, {len(spots)} places in {hours:.1f} h of training speakers' speech where a "
-                  f"keyword scores >= {t.continuous_hard_negative_threshold:g}: {len(mx)} _unknown_ sequences around them, "
-                  f"{t.continuous_hard_negative_epochs} more epoch(s) over all", flush=True)
-            history = _fit(model, *chained(x, y, w), validation,
-                           learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
-                           epochs=t.continuous_hard_negative_epochs, batch=batch)
-        del streams
-        report["hard_negatives"] = {
-            "speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": sum(places),
-            "places_each_round": places, "sequences": int(len(x) - report["sequences"]),
-            "epochs": t.continuous_hard_negative_epochs, "seconds": round(time.time() - t1, 1),
+        report["hard_negatives"] = tune_on_hard_negatives(cfg, model, spec, labels, speech, xyw, validation,
+                                                          batch=batch, seed=mine_seed, chained=chained)
+        report["hard_negatives"]["seconds"] = round(time.time() - t1, 1)
+    return model, report
+
+
+def tune_on_hard_negatives(cfg, model, spec: FeatureSpec, labels: list[str], speech: list[str], xyw: tuple,
+                           validation: tuple, *, batch: int, seed: list, chained) -> dict:
+    """Step 3 of the module docstring, in place on ``model``: ``train.continuous_hard_negative_rounds`` times,
+    mine the places where it fires on the training speakers' running speech (dealt into streams by
+    ``seed``), add ``_unknown_`` sequences around them to ``xyw`` and train on, ``chained`` as in ``train``.
+    Returns the report."""
+    t = cfg.train
+    x, y, w = xyw
+    streams = speech_streams(speech, spec.sample_rate, seed=seed)
+    hours = sum(len(s) for s in streams) / spec.sample_rate / 3600
+    places = []
+    for round_ in range(t.continuous_hard_negative_rounds):
+        # each round mines the same speech with the model the last round left: where it still fires
+        spots = false_fires(model, streams, spec, labels, threshold=t.continuous_hard_negative_threshold)
+        mx, my, mw = negative_sequences(cfg, spec, labels, streams, spots, copies=t.continuous_hard_negative_copies,
+                                        seed=seed + [round_] if round_ else seed)
+        x, y, w = np.concatenate([x, mx]), np.concatenate([y, my]), np.concatenate([w, mw])
+        places.append(len(spots))
+        print(f"train: continuous design, {len(spots)} places in {hours:.1f} h of training speakers' speech where a "
+              f"keyword scores >= {t.continuous_hard_negative_threshold:g}: {len(mx)} _unknown_ sequences around them, "
+              f"{t.continuous_hard_negative_epochs} more epoch(s) over all", flush=True)
+        history = _fit(model, *chained(x, y, w), validation,
+                       learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
+                       epochs=t.continuous_hard_negative_epochs, batch=batch)
+    return {"speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": sum(places),
+            "places_each_round": places, "sequences": int(len(x) - len(xyw[0])),
+            "epochs": t.continuous_hard_negative_epochs,
             "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
             "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
-    return model, report
 
 
 def noise_floor_mels(cfg, spec: FeatureSpec, *, seconds: float) -> list[np.ndarray]:

@@ -286,11 +286,13 @@ def recording_names(cfg: Config) -> list[tuple[str, str, int]]:
             + ([("test_quiet", "test", 1)] if quiet else []))
 
 
-def recordings(cfg: Config, spec: FeatureSpec) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
-    """{name: (audio, events, counts)} of every recording (``recording_names``), made once and cached."""
+def recordings(cfg: Config, spec: FeatureSpec, *, names: list[str] | None = None
+               ) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
+    """{name: (audio, events, counts)} of every recording (``recording_names``) or of ``names``, made once
+    (all of them) and cached."""
     folder = make_recordings(cfg, spec)
     out = {}
-    for name, _, _ in recording_names(cfg):
+    for name in names or [name for name, _, _ in recording_names(cfg)]:
         meta = json.loads((folder / f"{name}.json").read_text())
         out[name] = (load_audio(folder / f"{name}.wav", sample_rate=spec.sample_rate), meta["events"], meta["counts"])
     return out

@@ -67,10 +67,17 @@ def test_wrong_type_is_an_error_naming_the_key(override, key):
     ("train.continuous_hard_negative_rounds=0", "train.continuous_hard_negative_rounds"),
     ("train.continuous_chain=0", "train.continuous_chain"),
     ("train.continuous_floor_probability=1.5", "train.continuous_floor_probability"),
+    ("train.continuous_candidates=0", "train.continuous_candidates"),
 ])
 def test_out_of_range_is_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(DEMO, [override])
+
+
+def test_continuous_candidates_need_the_validation_recordings_that_choose():
+    load_config(DEMO, ["train.continuous_candidates=2"])
+    with pytest.raises(ConfigError, match=r"export\.long_audio_minutes"):
+        load_config(DEMO, ["train.continuous_candidates=2", "export.long_audio_minutes=0"])
 
 
 def test_unknown_key_in_yaml_file_is_an_error(tmp_path):

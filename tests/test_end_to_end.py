@@ -354,6 +354,31 @@ def test_two_towers_fold_into_one_network_that_every_export_and_check_takes(tiny
     assert streaming["io"]["inputs"]["gru_0_state"] == [1, 32]  # the runtimes step one 32-unit state
 
 
+def test_the_continuous_candidate_kept_is_the_one_the_validation_pick_rates_best(tiny_run):
+    """train.continuous_candidates=2: the continuous design trained twice from the same 1-s weights, each on its
+    own draw; the train stage keeps the candidate that verify's threshold pick over the validation
+    recordings rates best, and verify then gives the kept model that same validation point."""
+    tmp, _, _ = tiny_run
+    result = cli("all", tmp=tmp, extra=["run.name=tiny_candidates", "train.epochs=1", "train.continuous_candidates=2"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_dir = tmp / "exports" / "tiny_candidates"
+    continuous = json.loads((run_dir / "train_summary.json").read_text())["continuous"]
+    candidates = continuous["candidates"]
+    assert len(candidates) == 2 and candidates[0]["loss"] != candidates[1]["loss"]  # own draws
+
+    def rating(candidate):  # under the false-alarm target first, then commands found, then fewer false alarms
+        judged = candidate["judged"]
+        return judged["false_alarms"] <= judged["hours"], judged["hits"], -judged["false_alarms"]
+    chosen = continuous["chosen_candidate"]
+    assert chosen == max(range(2), key=lambda k: rating(candidates[k]))
+    assert continuous["judged"] == candidates[chosen]["judged"] and continuous["hard_negatives"] == candidates[chosen]["hard_negatives"]
+    assert f"candidate {chosen + 1} of 2 kept" in result.stdout
+    long_audio = json.loads((run_dir / "manifest.json").read_text())["long_audio"]
+    judged = candidates[chosen]["judged"]
+    assert (long_audio["threshold"], long_audio["validation"]["hits"], long_audio["validation"]["false_alarms"]) == \
+        (judged["threshold"], judged["hits"], judged["false_alarms"])
+
+
 def test_mirrored_training_over_two_logical_cpu_devices(tiny_run):
     tmp, _, _ = tiny_run
     result = cli("train", tmp=tmp, extra=["run.name=tiny_mirrored", "train.distribute=mirrored", "train.cpu_devices=2",

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,21 @@ def train_one_second(cfg: Config, stats: dict, labels: list[str], train_split: t
     return history, mined, blockers
 
 
+def judge_candidate(cfg: Config, spec, labels: list[str], model) -> tuple[tuple, dict]:
+    """A continuous candidate's (score, report) for ``continuous.train``: the point verify's threshold pick
+    gives it on the validation recordings. Higher is better: under the false-alarm target first, then more
+    commands found, then fewer false alarms."""
+    from pipeline.stages.verify import TARGET_FALSE_ALARMS_PER_HOUR, validation_pick
+
+    point = validation_pick(cfg, model, spec, labels)
+    report = {key: point[key] for key in ("threshold", "hits", "keywords", "false_alarms", "hours")}
+    report["recall"] = round(point["recall"], 4)
+    report["summary"] = (f"validation recordings pick {point['threshold']:.2f}: {point['hits']}/{point['keywords']} "
+                         f"commands found, {point['false_alarms']} false alarms in {point['hours']:g} h")
+    meets = point["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR
+    return (meets, point["hits"], -point["false_alarms"]), report
+
+
 def fold(cfg: Config, stats: dict, towers: list[tuple]) -> tuple:
     """The trained towers [(1-s model, continuous model or None), ...] folded into one 1-s network and one
     continuous network (pipeline/model.py, fold_towers): what evaluate, export and verify take."""
@@ -383,8 +399,9 @@ def run(cfg: Config) -> Path:
 
                 print(f"train: the continuous design: {t.continuous_sequences} sequences of {t.continuous_seconds} s, "
                       f"{t.continuous_epochs} epochs from the 1-s weights")
-                sequence_model, continuous = continuous_design.train(cfg, best, FeatureSpec.from_dict(stats["feature_spec"]),
-                                                                     labels, built=built, tower=tower)
+                spec = FeatureSpec.from_dict(stats["feature_spec"])
+                sequence_model, continuous = continuous_design.train(cfg, best, spec, labels, built=built, tower=tower,
+                                                                     judge=partial(judge_candidate, cfg, spec, labels))
                 if built_s is not None:
                     continuous["build_s"] = round(built_s, 1)  # beside the 1-s training, in the side process
                     continuous["built_beside_training"] = True

@@ -366,37 +366,34 @@ def point_at(curve: list[dict], threshold: float) -> dict:
     return next(p for p in curve if p["threshold"] == threshold)
 
 
+def pick(curve: list[dict]) -> dict:
+    """The point of a validation sweep with the best recall at <= TARGET_FALSE_ALARMS_PER_HOUR (the fewest
+    false alarms when no threshold gets there)."""
+    ok = [p for p in curve if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
+    return (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
+            else min(curve, key=lambda p: (p["false_alarms"], -p["recall"])))
+
+
 def choose_threshold(curves: dict[str, list[dict]]) -> tuple[dict, dict]:
-    """(validation point, test point) at the threshold with the best validation recall at <=
-    TARGET_FALSE_ALARMS_PER_HOUR (the fewest false alarms when no threshold gets there)."""
-    ok = [p for p in curves["validation"] if p["false_alarms_per_hour"] <= TARGET_FALSE_ALARMS_PER_HOUR]
-    chosen = (max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok
-              else min(curves["validation"], key=lambda p: (p["false_alarms"], -p["recall"])))
+    """(validation point, test point) at the validation recordings' pick."""
+    chosen = pick(curves["validation"])
     return chosen, point_at(curves["test"], chosen["threshold"])
 
 
-def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: FeatureSpec) -> dict:
-    """The always-on benchmark (pipeline/long_audio.py): the threshold is the one with the best recall at
-    <= TARGET_FALSE_ALARMS_PER_HOUR over the validation recordings, quiet ones included (counted as one); the
-    test recording, never tuned on, gives the reported figures, and the quiet test recording (if any) its own
-    beside them. Writes long_audio.json and det_curve.png; returns the summary for the manifest."""
+def detector_parts(made: dict, spec: FeatureSpec, labels: list[str], params: DetectionParams, *, stride: int,
+                   model=None, continuous=None, delay: int = 0) -> dict[str, tuple]:
+    """Each recording of ``made`` ({name: (audio, events, counts)}) through a fresh detector, as
+    join_recordings' parts. The continuous design runs ``continuous`` (its Keras model) through one state per
+    whole recording, as the edge runtime does (``delay``: the geometry's); the staggered design runs the 1-s
+    ``model`` on windows every ``stride`` samples."""
     from pipeline.edge.detection import Smoother, window_time_s
-    from pipeline.long_audio import recording_names, recordings, transcript
 
-    labels = manifest["labels"]
-    params = DetectionParams.from_manifest(manifest)
-    stride = manifest["detection"]["stride_samples"]
-    made = recordings(cfg, spec)
-    if params.design == "continuous":  # one state through each whole recording, as the edge runtime runs it
-        import keras
-
+    if params.design == "continuous":
         from pipeline.continuous import continuous_scores, decisions, sequence_model
 
-        model = sequence_model(keras.models.load_model(run_dir / "model_continuous.keras", compile=False),
-                               stateful_batch=len(made))
-        frame_scores = dict(zip(made, continuous_scores(model, [audio for audio, _, _ in made.values()], spec)))
-        delay = StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay
-    detected = {}  # name: join_recordings' part of it (each recording from a fresh detector)
+        stateful = sequence_model(continuous, stateful_batch=len(made))
+        frame_scores = dict(zip(made, continuous_scores(stateful, [audio for audio, _, _ in made.values()], spec)))
+    parts = {}
     for name, (audio, events, info) in made.items():
         if params.design == "continuous":
             frames, scores = decisions(frame_scores[name], stride_hops=stride // spec.hop_length, delay=delay,
@@ -408,7 +405,45 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
             times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
         smoother = Smoother(params.smooth_windows)
         smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
-        detected[name] = (times, smoothed, events, len(audio) / spec.sample_rate, info)
+        parts[name] = (times, smoothed, events, len(audio) / spec.sample_rate, info)
+    return parts
+
+
+def validation_pick(cfg: Config, continuous, spec: FeatureSpec, labels: list[str]) -> dict:
+    """The validation point this stage would pick for the continuous model ``continuous`` (Keras), from the
+    validation recordings at the default detection parameters, with their counts: the train stage keeps the
+    best of ``train.continuous_candidates`` by it."""
+    from pipeline.long_audio import recording_names, recordings
+
+    params = DetectionParams(design="continuous")
+    geometry = StreamGeometry.from_spec(spec, cfg.model.gru_units)
+    stride = params.to_manifest(geometry=geometry, window_samples=spec.clip_samples,
+                                sample_rate=spec.sample_rate)["stride_samples"]
+    names = [name for name, split, _ in recording_names(cfg) if split == "validation"]
+    parts = detector_parts(recordings(cfg, spec, names=names), spec, labels, params, stride=stride,
+                           continuous=continuous, delay=geometry.delay)
+    times, smoothed, events, seconds, info = join_recordings([parts[name] for name in names])
+    return {**pick(sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)),
+            "keywords": info["keywords"], "hours": round(seconds / 3600, 3)}
+
+
+def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: FeatureSpec) -> dict:
+    """The always-on benchmark (pipeline/long_audio.py): the threshold is the one with the best recall at
+    <= TARGET_FALSE_ALARMS_PER_HOUR over the validation recordings, quiet ones included (counted as one); the
+    test recording, never tuned on, gives the reported figures, and the quiet test recording (if any) its own
+    beside them. Writes long_audio.json and det_curve.png; returns the summary for the manifest."""
+    from pipeline.long_audio import recording_names, recordings, transcript
+
+    labels = manifest["labels"]
+    params = DetectionParams.from_manifest(manifest)
+    continuous = None
+    if params.design == "continuous":
+        import keras
+
+        continuous = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
+    detected = detector_parts(recordings(cfg, spec), spec, labels, params, stride=manifest["detection"]["stride_samples"],
+                              model=model, continuous=continuous,
+                              delay=StreamGeometry.from_spec(spec, manifest["model"]["gru_units"]).delay)
     groups = {"validation": [name for name, split, _ in recording_names(cfg) if split == "validation"], "test": ["test"]}
     if "test_quiet" in detected:
         groups["quiet_test"] = ["test_quiet"]
