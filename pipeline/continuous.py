@@ -23,9 +23,9 @@ resets (docs/always_on.md has the comparison that chose it):
    through the trained model's never-reset state; sequences of that speech around each place where a keyword
    fires become ``_unknown_`` examples, and training goes on over old and new sequences
    (``train.continuous_hard_negative_rounds`` times, each mining with the model the round before left).
-   With ``train.continuous_candidates`` steps 1 (its epochs) and 3 run that many times from the 1-s weights,
-   each on its own draw, and the train stage keeps the candidate that verify's threshold pick rates best
-   on the validation recordings: retrainings from one set of 1-s weights spread far.
+   With ``train.continuous_candidates`` the training (its epochs, then step 3) runs that many times from the
+   1-s weights, each candidate on its own draw, and the train stage keeps the one that verify's threshold
+   pick rates best on the validation recordings: retrainings from one set of 1-s weights spread far.
 4. Scoring: the whole recording through one state, in chunks (``continuous_scores``); the detector reads
    a decision every stride of frames.
 """
@@ -262,9 +262,10 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
     stream = [tower] if tower else []  # tower 0 draws as a single model always did
     rng = np.random.default_rng([cfg.run.seed, 4, *stream])
     batch = max(8, t.continuous_batch_size // t.continuous_chain)  # as many steps an epoch as unchained
+    validation_count = len(vx)
     vx, vy, vw = chain(vx, vy, vw, rng=rng)  # one validation set for every candidate
     validation = (vx.astype(np.float32), vy, vw)
-    about = {"sequences": int(len(x)), "validation_sequences": len(built[1][0]), "seconds_each": t.continuous_seconds,
+    about = {"sequences": int(len(x)), "validation_sequences": validation_count, "seconds_each": t.continuous_seconds,
              "chain": t.continuous_chain, "floor_probability": t.continuous_floor_probability,
              "epochs": t.continuous_epochs, "keyword_weight": factor, "build_s": round(built_s, 1)}
     candidates = []  # (score, model, report) of each
@@ -273,10 +274,9 @@ def train(cfg, one_second, spec: FeatureSpec, labels: list[str], *, workers: int
         if candidate:
             print(f"train: continuous design, candidate {candidate + 1} of {t.continuous_candidates}: trained again from "
                   "the 1-s weights, on its own draw", flush=True)
+        chain_rng = np.random.default_rng([cfg.run.seed, 4, *draw]) if candidate else rng
         model, report = train_one(cfg, one_second, spec, labels, (x, y, w), validation, batch=batch,
-                                  chained=functools.partial(chain, rng=np.random.default_rng([cfg.run.seed, 4, *draw])
-                                                            if candidate else rng),
-                                  mine_seed=[cfg.run.seed, 3, *draw])
+                                  chained=functools.partial(chain, rng=chain_rng), mine_seed=[cfg.run.seed, 3, *draw])
         report = {**about, **report}
         if t.continuous_candidates == 1:
             return model, report
