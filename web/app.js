@@ -308,7 +308,7 @@ function showTiming(session) {
   const hops = session.samples / page.params.hop;
   const perCall = (session.hopMs.reduce((a, b) => a + b, 0) / session.hopMs.length) / (calls / hops);
   window.kwsTiming = { hop_ms_p50: p50, hop_ms_p90: p90, calls_per_hop: calls / hops, call_ms_mean: perCall, hops };
-  $('timing').textContent = `per 10-ms hop (${page.params.streams} streams): p50 ${p50.toFixed(2)} ms, p90 ${p90.toFixed(2)} ms` +
+  $('timing').textContent = `per ${1000 * page.params.hop / SAMPLE_RATE}-ms hop (${page.params.streams} streams): p50 ${p50.toFixed(2)} ms, p90 ${p90.toFixed(2)} ms` +
     ` | ${(calls / hops).toFixed(2)} model calls per hop, ${perCall.toFixed(3)} ms each` +
     (page.mic?.rateNote ? ` | ${page.mic.rateNote}` : '');
   $('audio-clock').textContent = `(${(session.samples / SAMPLE_RATE).toFixed(1)} s of audio)`;
