@@ -236,9 +236,10 @@ def test_microphone_detections_equal_run_detect(live, browser, tmp_path):
     page.wait_for_function("window.kwsStatus === 'stopped'", timeout=10_000)
     got = page.evaluate("window.kwsDetections")
     heard = np.array(page.evaluate("Array.from(window.kwsRecording())"), np.float32)
-    timing = page.evaluate("window.kwsTiming")
+    timing, timing_line = page.evaluate("window.kwsTiming"), page.inner_text("#timing")
     page.context.close()
     assert timing["hops"] > 0 and 0 < timing["hop_ms_p50"] < 10  # keeps up with real time
+    assert timing_line.startswith(f"per {1000 * live['spec'].hop_length / live['spec'].sample_rate:g}-ms hop")
 
     # 1. the detections equal ./run detect on the audio the page heard (after its resampler)
     heard_wav = tmp_path / "heard.wav"
