@@ -269,6 +269,9 @@ class TrainConfig:
     # 128: half the steps of 64 on CPU, ~30% less time. More steps (batch 64, more sequences) moved the always-on
     # curve on one trained base and not on another (docs/always_on.md, "More optimizer steps ...")
     continuous_batch_size: int = 128
+    # label smoothing in the continuous design's frame loss (targets (1 - s) one-hot + s / classes), as the 1-s
+    # training has in train.label_smoothing. 0 = plain cross-entropy
+    continuous_label_smoothing: float = 0.0
     # Hard negatives for the continuous design: after its epochs, the training speakers' running speech goes
     # through its never-reset state; each place where a keyword's frame score reaches the threshold gives this
     # many _unknown_ sequences around it, and training goes on over all sequences for this many epochs. 0 = off
@@ -562,6 +565,8 @@ def _check_ranges(cfg: Config) -> None:
     require(1 <= cfg.train.continuous_chain <= 16, "train.continuous_chain", cfg.train.continuous_chain, "1..16 (1 = off)")
     require(0 <= cfg.train.continuous_floor_probability <= 1, "train.continuous_floor_probability",
             cfg.train.continuous_floor_probability, "0..1")
+    require(0 <= cfg.train.continuous_label_smoothing < 1, "train.continuous_label_smoothing",
+            cfg.train.continuous_label_smoothing, "0 <= s < 1 (0 = off)")
     require(cfg.train.continuous_batch_size >= 1, "train.continuous_batch_size", cfg.train.continuous_batch_size, ">= 1")
     require(1.5 <= cfg.train.continuous_seconds <= 10, "train.continuous_seconds", cfg.train.continuous_seconds,
             "1.5..10 (a word and the time after it)")

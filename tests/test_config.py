@@ -68,6 +68,7 @@ def test_wrong_type_is_an_error_naming_the_key(override, key):
     ("train.continuous_chain=0", "train.continuous_chain"),
     ("train.continuous_floor_probability=1.5", "train.continuous_floor_probability"),
     ("train.continuous_candidates=0", "train.continuous_candidates"),
+    ("train.continuous_label_smoothing=1.0", "train.continuous_label_smoothing"),
 ])
 def test_out_of_range_is_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

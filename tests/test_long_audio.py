@@ -137,6 +137,31 @@ def test_continuous_training_weighs_only_the_frames_where_a_keyword_is_due():
                                   [[1, 0, 2.5, 2.5, 1], [1, 1, 2.5, 1, 0]])
 
 
+def test_continuous_training_loss_is_the_smoothed_frame_weighted_cross_entropy():
+    """train.continuous_label_smoothing: the loss Keras reports is the documented one, per frame and weighted
+    (sum of weight x cross-entropy against (1 - s) one-hot + s / classes, over all frames), on the
+    validation sequences too; at 0 it is the plain cross-entropy."""
+    import keras
+
+    from pipeline.continuous import _fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 7, 3)).astype(np.float32)
+    y = rng.integers(0, 4, size=(6, 7))
+    w = rng.uniform(0, 2, size=(6, 7)).astype(np.float32)
+    for smoothing in (0.0, 0.2):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(shape=(None, 3))
+        model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
+        history = _fit(model, x, y, w, (x, y, w), learning_rate=1e-2, epochs=1, batch=6, label_smoothing=smoothing)
+        p = model.predict(x, verbose=0)
+        target = np.eye(4)[y] * (1 - smoothing) + smoothing / 4
+        expected = np.sum(w * -np.sum(target * np.log(p), axis=-1)) / w.size
+        assert abs(history["val_loss"][0] - expected) < 1e-5 * max(1.0, expected), (smoothing, history, expected)
+        accuracy = np.sum(w * (p.argmax(-1) == y)) / np.sum(w)
+        assert abs(history["val_accuracy"][0] - accuracy) < 1e-5
+
+
 def test_chained_sequences_keep_whole_pieces_and_a_floor_fills_only_the_quiet_frames():
     from pipeline.continuous import FLOOR_DB, _frame_db, chain_sequences
 
