@@ -272,6 +272,10 @@ class TrainConfig:
     # label smoothing in the continuous design's frame loss (targets (1 - s) one-hot + s / classes), as the 1-s
     # training has in train.label_smoothing. 0 = plain cross-entropy
     continuous_label_smoothing: float = 0.0
+    # the training sequences' speech (the word, the running speech around it, mined speech) gets the waveform
+    # augmentations the 1-s clips get (augment.speed_*, vtlp_*, tilt_*, reverb_*, gain_*; each piece its own draw;
+    # the sequences keep their own noise). The validation sequences stay clean. false = none
+    continuous_augment: bool = False
     # Hard negatives for the continuous design: after its epochs, the training speakers' running speech goes
     # through its never-reset state; each place where a keyword's frame score reaches the threshold gives this
     # many _unknown_ sequences around it, and training goes on over all sequences for this many epochs. 0 = off

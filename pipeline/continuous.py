@@ -9,10 +9,12 @@ resets (docs/always_on.md has the comparison that chose it):
    in CONTEXT of them running speech of the training speakers surrounds it (0-0.6 s clear each side: a
    command said alone, up to one said in a phrase); in PHRASE of the keyword rows, a whole carrier phrase
    of a training speaker (synth ``_phrases_/``) in place of the clip, the command word inside running
-   speech as people say it; background noise at -5 to 30 dB SNR. Frame targets: nothing (weight 0) while
-   the keyword is said and for ``train.continuous_confirm_s`` after it; then, if that time was clear of
-   speech, the keyword for LABEL_S (weight ``train.continuous_keyword_weight``), and if speech went on,
-   ``_unknown_``; ``_unknown_`` (``_silence_`` for silence rows) everywhere else.
+   speech as people say it; with ``train.continuous_augment``, the word and the speech around it each through
+   the 1-s clips' waveform augmentations (their own draws, so the layout stays); background noise at -5 to 30
+   dB SNR. Frame targets: nothing (weight 0) while the keyword is said and for ``train.continuous_confirm_s``
+   after it; then, if that time was clear of speech, the keyword for LABEL_S (weight
+   ``train.continuous_keyword_weight``), and if speech went on, ``_unknown_``; ``_unknown_`` (``_silence_`` for
+   silence rows) everywhere else.
    With ``train.continuous_chain``, that many sequences run one after another as one, and a steady noise
    floor can run under the whole chain (``chain_sequences``): a floor heard for longer than one 2.5-s
    sequence moves the state where training never took it, and the commands said over it are lost.
@@ -39,7 +41,7 @@ import time
 import numpy as np
 
 from pipeline.audio import AudioError, fit_length, load_audio
-from pipeline.augment import add_noise, noise_segment
+from pipeline.augment import AugmentParams, add_noise, augment, noise_segment
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
 from pipeline.dataset import SPEECH_DIR, load_clip, noise_audio, read_rows, training_phrases, training_speech
 from pipeline.errors import StageError
@@ -90,6 +92,19 @@ def _speech_piece(rng: np.random.Generator, length: int, sr: int) -> np.ndarray:
     return fit_length(load_audio(path, sample_rate=sr, start=start, frames=length), length)
 
 
+def voice_params(cfg) -> AugmentParams | None:
+    """The 1-s clips' waveform augmentations for the training sequences' speech (``train.continuous_augment``),
+    without their noise (a sequence gets its own, sequence_features), or None when off."""
+    if not cfg.train.continuous_augment:
+        return None
+    return dataclasses.replace(AugmentParams.from_config(cfg.augment), noise_probability=0.0)
+
+
+def _voiced(audio: np.ndarray, rng: np.random.Generator, params: AugmentParams | None, sr: int) -> np.ndarray:
+    """``audio`` through the augmentations of ``params`` (voice_params) on its own draw; as it is when None."""
+    return audio if params is None else augment(audio, rng=rng, params=params, noise=[], sample_rate=sr)
+
+
 def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(features [T, M] float16, frame targets [T] int, frame weights [T] float) of one sequence, or None
     for a row whose audio can't be read or holds no word."""
@@ -106,6 +121,10 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
         clip = load_audio(phrase["path"], sample_rate=sr) if phrase else load_clip(row, spec)
     except AudioError:
         return None
+    voice = job.get("voice")
+    voice_rng = np.random.default_rng([*job["seed"], index, 1])  # its own draws: the layout stays as without it
+    if not phrase:  # a phrase's word timings would not survive a speed change: phrases stay as said
+        clip = _voiced(clip, voice_rng, voice, sr)
     frames = 1 + length // spec.hop_length
     targets = np.full(frames, labels.index(UNKNOWN_LABEL), np.int32)
     weights = np.ones(frames, np.float32)
@@ -113,7 +132,7 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     if row["label"] == SILENCE_LABEL:
         targets[:] = labels.index(SILENCE_LABEL)
     elif SPEECH_DIR in row["path"]:  # a running-speech row: running speech all through
-        canvas = _speech_piece(rng, length, sr)
+        canvas = _voiced(_speech_piece(rng, length, sr), voice_rng, voice, sr)
     else:
         # the piece (the word, or the whole phrase) goes where the word's end, piece[word_end], lands at ``end``
         if phrase:
@@ -129,7 +148,7 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
         start = max(0, at + word_start)  # where the word itself starts on the canvas
         lo, hi = max(0, at), min(length, at + len(piece))
         if job["speech_files"] and rng.random() < CONTEXT:
-            canvas = _speech_piece(rng, length, sr)
+            canvas = _voiced(_speech_piece(rng, length, sr), voice_rng, voice, sr)
             canvas *= float(np.abs(piece).max()) / max(float(np.abs(canvas).max()), 1e-6) * rng.uniform(0.5, 1.2)
             before, after = (int(rng.uniform(*GAP_S) * sr) for _ in range(2))
             canvas[max(0, lo - before):min(length, hi + after)] = 0.0
@@ -186,7 +205,8 @@ def build_sequences(cfg, spec: FeatureSpec, labels: list[str], split: str, count
     job = {"spec": spec, "samples": int(seconds * spec.sample_rate), "rows": read_rows(cfg.prepared_dir, split),
            "labels": labels, "seed": [seed, ("train", "validation", "test").index(split)],
            "speech_files": training_speech(cfg), "phrases": training_phrases(cfg),
-           "noise": noise_clips(cfg, spec.sample_rate), "confirm_s": cfg.train.continuous_confirm_s}
+           "noise": noise_clips(cfg, spec.sample_rate), "confirm_s": cfg.train.continuous_confirm_s,
+           "voice": voice_params(cfg) if split == "train" else None}  # validation stays clean, as the 1-s one
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(job,)) as pool:
         out = [r for r in tqdm(pool.imap(make_sequence, range(count), chunksize=32), total=count,
                                desc=f"continuous sequences ({split})", unit="seq", disable=None) if r is not None]
@@ -462,6 +482,7 @@ def negative_sequences(cfg, spec: FeatureSpec, labels: list[str], streams: list[
     length = int(cfg.train.continuous_seconds * spec.sample_rate)
     rng = np.random.default_rng([*seed, 1])
     noise = noise_clips(cfg, spec.sample_rate)
+    voice, voice_rng = voice_params(cfg), np.random.default_rng([*seed, 2])
     frames = 1 + length // spec.hop_length
     feats = []
     for stream, frame in spots:
@@ -471,7 +492,7 @@ def negative_sequences(cfg, spec: FeatureSpec, labels: list[str], streams: list[
             canvas = np.zeros(length, np.float32)
             lo, hi = max(0, start), min(len(audio), start + length)
             canvas[lo - start:hi - start] = audio[lo:hi]
-            feats.append(sequence_features(canvas, rng, noise, spec))
+            feats.append(sequence_features(_voiced(canvas, voice_rng, voice, spec.sample_rate), rng, noise, spec))
     if not feats:
         return (np.zeros((0, frames, spec.n_mels), np.float16), np.zeros((0, frames), np.int32),
                 np.zeros((0, frames), np.float32))

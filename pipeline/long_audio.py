@@ -286,6 +286,11 @@ def recording_names(cfg: Config) -> list[tuple[str, str, int]]:
             + ([("test_quiet", "test", 1)] if quiet else []))
 
 
+def validation_names(cfg: Config) -> list[str]:
+    """The names of the recordings that pick the threshold (``recording_names`` of the validation split)."""
+    return [name for name, split, _ in recording_names(cfg) if split == "validation"]
+
+
 def recordings(cfg: Config, spec: FeatureSpec, *, names: list[str] | None = None
                ) -> dict[str, tuple[np.ndarray, list[dict], dict]]:
     """{name: (audio, events, counts)} of every recording (``recording_names``) or of ``names``, made once

@@ -141,7 +141,7 @@ def score(args) -> None:
     events = json.loads(hour.with_suffix(".json").read_text())["events"]
     run = RunFolder.of(Path(args.run))
     params = DetectionParams.from_manifest(run.manifest)
-    art = run.artifact(run.path / run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design]))
+    art = run.artifact(run.path / (args.model or run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design])))
     spec = run.feature_spec
     # steps 1-3 of the detector once (their output does not depend on the threshold), step 4 per threshold:
     # pick_detections replays the detector's Picker on the same smoothed windows
@@ -187,6 +187,8 @@ def main() -> None:
     s.add_argument("--run", required=True, help="a finished run's export folder")
     s.add_argument("--hour", required=True, help="what make wrote (path without suffix)")
     s.add_argument("--threshold", type=float, action="append", help="instead of the run's own (repeatable)")
+    s.add_argument("--model", help="another streaming artifact of the run's design than its detection.model "
+                                   "(model_continuous_int8.tflite)")
     args = ap.parse_args()
     make(args) if args.command == "make" else score(args)
 

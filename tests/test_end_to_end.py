@@ -70,7 +70,7 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
     assert {("saved_model", "float32", "features"), ("tflite", "float32", "features"), ("tflite", "float32", "audio"),
             ("tflite", "dynamic_range", "features"), ("tflite", "int8", "features"),
             ("tflite", "streaming", "audio"), ("tflite", "streaming_int8", "features"),
-            ("tflite", "continuous", "audio")} <= variants
+            ("tflite", "continuous", "audio"), ("tflite", "continuous_int8", "features")} <= variants
     for art in manifest["artifacts"]:
         path = run_dir / art["path"]
         assert path.exists() and art["bytes"] > 0 and len(art["sha256"]) == 64
@@ -81,6 +81,9 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
             assert checks["max_abs_diff_vs_keras"] <= 1e-4 and checks["top1_agreement"] == 1.0
         if art["variant"] == "continuous":  # a minute through one state, against the Keras sequence model
             assert checks["parity_ok"] and checks["max_abs_diff_vs_keras"] <= 1e-4 and checks["frames"] >= 1000
+        if art["variant"] == "continuous_int8":  # the same minute through the float frontend and the int8 network
+            assert art["frontend"] == "model_streaming_frontend.tflite" and checks["frames"] >= 1000
+            assert 0 < checks["mean_abs_diff_vs_keras"] < 0.05, checks  # int8 rounding, not another model
         for front in (checks, checks.get("audio_signature", {})):
             if "logmel_power_error" in front:
                 assert front["logmel_power_error"] <= 1e-4 and front["logmel_max_abs_diff_db_within_60db"] < 0.01
@@ -91,6 +94,11 @@ def test_every_artifact_is_verified_with_builtin_ops_and_float32_parity(tiny_run
     assert detection["threshold"] == manifest["long_audio"]["threshold"]
     assert detection["design"] == manifest["long_audio"]["design"] == "continuous"  # the demo recipe's detector
     assert detection["model"] == "model_continuous.tflite"
+    # the int8 detector ran the test recording at the run's threshold, through the edge runtime
+    int8, test = manifest["long_audio"]["test_int8"], manifest["long_audio"]["test"]
+    assert int8["model"] == "model_continuous_int8.tflite" and int8["keywords"] == manifest["long_audio"]["keywords"]
+    assert int8["recall_drop_points"] == round(100 * (test["recall"] - int8["recall"]), 2)
+    assert int8["within_goal"] == (int8["recall_drop_points"] <= 2.0 and int8["false_alarms"] <= test["false_alarms"] + 1)
     saved = next(a for a in manifest["artifacts"] if a["kind"] == "saved_model")
     assert saved["checks"]["audio_signature"]["max_abs_diff_vs_keras"] <= 1e-4
 
@@ -276,12 +284,18 @@ def test_detect_streams_a_file_and_matches_the_edge_runtime(tiny_run, tmp_path):
                         window_samples=16000, sample_rate=16000)
     expected = [{"time_s": round(d.time_s, 2), "label": d.label, "score": round(d.score, 4)} for d in detector.feed(audio)]
     assert detections == expected
-    # another rate goes through the streaming resampler; the split int8 pair runs the same algorithm
-    for model, file in ((run_dir, path_44k), (run_dir / "model_streaming_int8.tflite", path)):
+    # another rate goes through the streaming resampler; the split int8 pairs run the same algorithm
+    for model, file in ((run_dir, path_44k), (run_dir / "model_streaming_int8.tflite", path),
+                        (run_dir / "model_continuous_int8.tflite", path)):
         other = cli("detect", str(model), str(file), "--json", "--threshold", "0.0", tmp=tmp)
         assert other.returncode == 0, other.stderr
         other_times = [json.loads(line)["time_s"] for line in other.stdout.splitlines()]
         assert other_times and all(0 <= t <= len(audio) / 16000 + 0.5 for t in other_times)
+    # without --threshold: the int8 continuous network is the run's own design, so its threshold applies as it is
+    int8 = cli("detect", str(run_dir / "model_continuous_int8.tflite"), str(path), "--json", tmp=tmp)
+    staggered = cli("detect", str(run_dir / "model_streaming_int8.tflite"), str(path), "--json", tmp=tmp)
+    assert int8.returncode == staggered.returncode == 0
+    assert "tuned for its continuous design" not in int8.stderr and "tuned for its continuous design" in staggered.stderr
 
 
 def test_detect_runs_on_litert_without_tensorflow(tiny_run, tmp_path):

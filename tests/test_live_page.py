@@ -329,18 +329,20 @@ def test_page_scores_equal_the_tflite_interpreter(live, browser):
 
 @pytest.mark.slow
 @needs_browser
-def test_the_int8_pair_runs_in_the_page_like_in_python(live, browser):
+@pytest.mark.parametrize("variant", ["streaming_int8", "continuous_int8"])
+def test_the_int8_pairs_run_in_the_page_like_in_python(live, browser, variant):
+    """Each int8 network (the 1-s weights', the continuous design's) behind the float frontend, in LiteRT.js."""
     from pipeline.audio import fit_length, load_audio
     from pipeline.edge.runtime import SplitStreamingStep, TFLiteModel
 
     run_dir = live["run_dir"]
     split = SplitStreamingStep(TFLiteModel(run_dir / "model_streaming_frontend.tflite"),
-                               TFLiteModel(run_dir / "model_streaming_int8.tflite"),
+                               TFLiteModel(run_dir / f"model_{variant}.tflite"),
                                state_names=["gru_0_state", "gru_1_state"])
     manifest = json.loads((run_dir / "manifest.json").read_text())
     io = next(a for a in manifest["artifacts"] if a["variant"] == "streaming")["io"]["inputs"]
     names = (live["synth"] / "testing_list.txt").read_text().split()[:2]
-    page = open_page(browser, f"{live['url']}?model=streaming_int8", microphone=False)
+    page = open_page(browser, f"{live['url']}?model={variant}", microphone=False)
     assert page.evaluate("window.kwsStatus") == "ready"
     for name in names:
         clip = fit_length(load_audio(live["synth"] / name, sample_rate=SR), SR)

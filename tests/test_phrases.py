@@ -2,7 +2,7 @@
 import numpy as np
 
 from pipeline.audio import load_audio
-from pipeline.config import COMMAND_WORDS
+from pipeline.config import COMMAND_WORDS, load_config
 from pipeline.espeak import Espeak
 from pipeline.feature_spec import FeatureSpec
 from pipeline.long_audio import word_span
@@ -122,3 +122,43 @@ def test_the_word_is_found_at_its_slot_not_where_its_letters_first_appear():
 
     job = _in_carrier("tell the goat {} slowly", "go")
     assert job["text"] == "tell the goat go slowly" and job["text"][job["word_at"]:].startswith("go slowly")
+
+
+def test_continuous_augment_colours_the_training_sequences_speech_and_keeps_their_labels(tmp_path):
+    """train.continuous_augment: the word and the running speech around it get the 1-s clips' augmentations (here
+    a +6 dB/octave tilt every time), each piece on its own draw; the targets and weights stay as they were."""
+    import dataclasses
+
+    import soundfile as sf
+
+    from pipeline import continuous
+    from pipeline.augment import AugmentParams
+
+    espeak = Espeak()
+    sf.write(tmp_path / "stop.wav", espeak.say("stop", voice="en-us+m3", rate=170, pitch=50), espeak.sample_rate)
+    sf.write(tmp_path / "speech.wav", espeak.say("the weather was nice and we walked along the river",
+                                                 voice="en-us+f2", rate=170, pitch=50), espeak.sample_rate)
+    labels = ["_silence_", "_unknown_", *COMMAND_WORDS]
+    row = {"path": str(tmp_path / "stop.wav"), "label": "stop", "offset": 0, "gain": 1.0, "fragment": 0}
+    job = {"spec": FeatureSpec(), "samples": 40000, "rows": [row], "labels": labels, "seed": [0, 0],
+           "speech_files": [str(tmp_path / "speech.wav")], "phrases": [], "noise": [], "confirm_s": 0.2}
+    cfg = load_config(None, ["train.continuous_augment=true", "augment.tilt_probability=1.0",
+                             "augment.tilt_db_per_octave=[6.0, 6.0]", "augment.noise_snr_db=[5.0, 20.0]"])
+    voice = continuous.voice_params(cfg)
+    assert AugmentParams.from_config(cfg.augment).noise_probability > 0  # the 1-s clips' SNR noise is on ...
+    assert voice.noise_probability == 0  # ... and not here: a sequence has its own noise
+    assert dataclasses.replace(voice, tilt_db_per_octave=(0.0, 0.0), tilt_probability=0.0) == dataclasses.replace(
+        AugmentParams(), tilt_db_per_octave=(0.0, 0.0), noise_snr_db=voice.noise_snr_db)  # nothing else turned on
+    assert continuous.voice_params(load_config(None, [])) is None
+
+    made = {}
+    for name, params in (("plain", None), ("voiced", voice)):
+        continuous._init({**job, "voice": params})
+        made[name] = [continuous.make_sequence(i) for i in range(6)]
+    for (x0, y0, w0), (x1, y1, w1) in zip(made["plain"], made["voiced"]):
+        assert (y0 == y1).all() and (w0 == w1).all()
+        loud = x0.astype(np.float32).max(axis=1) > x0.max() - 30  # frames with speech in them
+        high_minus_low = (x1 - x0).astype(np.float32)[loud]
+        # +6 dB/octave about 1 kHz: the top 8 mel bands (~4-7.6 kHz) gain ~12-17 dB, the bottom 8 (~20-600 Hz) lose
+        # ~4-20 dB (flat under 100 Hz): ~25 dB between them (measured 24.3-24.5)
+        assert 18 < high_minus_low[:, -8:].mean() - high_minus_low[:, :8].mean() < 30

@@ -343,7 +343,9 @@ async function init() {
     if (!variants.length) throw new Error('the run has no streaming model (model_streaming.tflite)');
     const wanted = query.get('model');
     if (wanted && !variants.includes(wanted)) throw new Error(`?model=${wanted}: the run has ${variants.join(', ')}`);
-    const names = { continuous: 'float32, one continuous state (model_continuous)', streaming: 'float32, 5 staggered states (model_streaming)',
+    const names = { continuous: 'float32, one continuous state (model_continuous)',
+      continuous_int8: 'int8, one continuous state (frontend + model_continuous_int8)',
+      streaming: 'float32, 5 staggered states (model_streaming)',
       streaming_int8: 'int8, 5 staggered states (frontend + model_streaming_int8)' };
     $('variant').replaceChildren(...variants.map((v) => new Option(names[v], v)));
     $('variant').value = wanted ?? variants[0];

@@ -110,18 +110,22 @@ export class LogmelView {
 
 const artifactOf = (manifest, variant) => manifest.artifacts.find((a) => a.kind === 'tflite' && a.variant === variant);
 
-// Which streaming variants the manifest lists: 'continuous' (the continuous design's float model),
-// 'streaming' (the 1-s weights, float) and/or 'streaming_int8' (split pair), the run's detector first.
+// The int8 variants are split pairs: a float frontend (the manifest's `frontend`) and an int8 network.
+const isSplit = (variant) => variant.endsWith('_int8');
+
+// Which streaming variants the manifest lists: 'continuous' and 'continuous_int8' (the continuous design's
+// float model and its int8 split pair), 'streaming' (the 1-s weights, float) and/or 'streaming_int8' (split
+// pair), the run's detector first.
 export function streamingVariants(manifest) {
-  return ['continuous', 'streaming', 'streaming_int8'].filter((v) => {
+  return ['continuous', 'continuous_int8', 'streaming', 'streaming_int8'].filter((v) => {
     const a = artifactOf(manifest, v);
-    return a && (v !== 'streaming_int8' || (a.frontend && manifest.artifacts.some((b) => b.path === a.frontend)));
+    return a && (!isSplit(v) || (a.frontend && manifest.artifacts.some((b) => b.path === a.frontend)));
   });
 }
 
-// The detection design a variant runs: the continuous model never resets its one state; the 1-s models
+// The detection design a variant runs: the continuous models never reset their one state; the 1-s models
 // run the staggered states (pipeline/edge/detection.py).
-export const designOf = (variant) => (variant === 'continuous' ? 'continuous' : 'staggered');
+export const designOf = (variant) => (variant.startsWith('continuous') ? 'continuous' : 'staggered');
 
 export async function loadStep(runUrl, manifest, variant) {
   const art = artifactOf(manifest, variant);
@@ -150,7 +154,7 @@ export async function loadLogmelView(runUrl, manifest) {
 export function detectionParams(manifest, variant, thresholdOverride) {
   const spec = manifest.feature_spec;
   const d = manifest.detection ?? {};
-  const art = artifactOf(manifest, variant === 'streaming_int8' ? 'streaming_frontend' : 'streaming') ?? {};
+  const art = artifactOf(manifest, isSplit(variant) ? 'streaming_frontend' : 'streaming') ?? {};
   const hop = art.io?.hop_samples ?? spec.hop_length;
   const windowSamples = d.window_samples ?? spec.clip_samples;
   const streams = d.streams ?? 5;

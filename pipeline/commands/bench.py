@@ -85,7 +85,7 @@ def bench_tflite(run_dir, manifest: dict, *, repeats: int) -> dict:
             runner(inputs)
             times.append(1000 * (time.perf_counter() - t0))
         p50, p90 = float(np.percentile(times, 50)), float(np.percentile(times, 90))
-        if "audio_hop" in inputs or art["variant"].startswith("streaming"):
+        if "audio_hop" in inputs or art["variant"].startswith(("streaming", "continuous")):
             hop_ms = 1000 * manifest["feature_spec"]["hop_length"] / manifest["feature_spec"]["sample_rate"]
             results[art["path"]] = {"latency_ms_per_hop_p50": round(p50, 4), "latency_ms_per_hop_p90": round(p90, 4),
                                     "hop_ms": round(hop_ms, 3), "real_time_factor": round(p50 / hop_ms, 5)}

@@ -4,7 +4,8 @@ Runs the edge runtime's detection algorithm (pipeline/edge/detection.py) with th
 run's manifest.json (``detection``), on a file of any length: it is read in 10-s blocks, and each
 detection is printed as soon as it is found. MODEL is a run folder (its ``detection.model``: the
 continuous design's model_continuous.tflite when the run trained it), a streaming .tflite of the run,
-or the split int8 network (paired with its float frontend); the 1-s models run the staggered design.
+or a split int8 network (paired with its float frontend): model_continuous_int8.tflite runs the continuous
+design, the 1-s models (model_streaming.tflite, model_streaming_int8.tflite) the staggered one.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def main(*, model: str, file: str, threshold: float | None = None, as_json: bool
         path = run.path / run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design])
     art = run.artifact(path)
     step = run.streaming_step(art)
-    design = "continuous" if art["variant"] == "continuous" else "staggered"  # what this model was trained for
+    design = "continuous" if art["variant"].startswith("continuous") else "staggered"  # what this model was trained for
     if design != params.design:
         if threshold is None:
             print(f"note: {art['path']} runs the {design} design; the run's threshold {params.threshold} was tuned "

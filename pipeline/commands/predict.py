@@ -39,7 +39,7 @@ class Predictor:
         self.labels = self.run.labels
         self.spec = FeatureSpec.from_dict(self.run.feature_spec)
         self.artifact = self.run.artifact(model)
-        self.streaming = self.artifact["variant"].startswith("streaming") or self.artifact["variant"] == "continuous"
+        self.streaming = self.artifact["variant"].startswith(("streaming", "continuous"))
         if self.artifact["kind"] == "saved_model":
             import tensorflow as tf
 

@@ -49,15 +49,16 @@ class RunFolder:
 
     def streaming_step(self, art: dict, *, threads: int = 1):
         """A ``step(inputs) -> outputs`` for a streaming artifact: a one-piece model (the 1-s weights or the
-        continuous design's), or the int8 network paired with its float frontend."""
+        continuous design's), or an int8 network (either design's) paired with its float frontend."""
         if art["variant"] in ("streaming", "continuous"):
             return TFLiteModel(self.path / art["path"], threads=threads)
-        if art["variant"] == "streaming_int8":
+        if art["variant"] in ("streaming_int8", "continuous_int8"):
             return SplitStreamingStep(TFLiteModel(self.path / art["frontend"], threads=threads),
                                       TFLiteModel(self.path / art["path"], threads=threads),
                                       state_names=self.geometry.gru_state_names)
         if art["variant"] == "streaming_frontend":
             raise ArtifactError(f"{art['path']} computes log-mel frames only, no scores: use "
-                                "model_streaming_int8.tflite (it pairs with this frontend) or model_streaming.tflite")
+                                "model_streaming_int8.tflite or model_continuous_int8.tflite (they pair with this "
+                                "frontend), or model_streaming.tflite")
         raise ArtifactError(f"{art['path']} is not a streaming model (use model_continuous.tflite, "
-                            "model_streaming.tflite or model_streaming_int8.tflite)")
+                            "model_continuous_int8.tflite, model_streaming.tflite or model_streaming_int8.tflite)")

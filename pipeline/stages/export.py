@@ -33,7 +33,7 @@ from pipeline.audio import AudioError
 from pipeline.config import Config
 from pipeline.dataset import load_clip, load_split, load_stats, read_rows
 from pipeline.edge.detection import DetectionParams
-from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel, stream_clip
+from pipeline.edge.runtime import SplitStreamingStep, Stream, StreamGeometry, TFLiteModel, stream_clip
 from pipeline.errors import StageError
 from pipeline.feature_spec import FeatureSpec
 from pipeline.frontend import clip_logmel, frames_logmel
@@ -311,6 +311,18 @@ def run(cfg: Config) -> Path:
             io={**stream_io, "usage": "the continuous detector's model: start from all-zero state and never reset it; "
                                       "per hop feed audio_hop and the previous call's new_* outputs; scores are "
                                       "those of the last completed log-mel frame (manifest detection)"})
+        # and its full-int8 network step, behind the same float frontend as model_streaming_int8.tflite
+        calibration_steps = streaming_calibration(continuous, out / "model_streaming_frontend.tflite", cfg,
+                                                  count=cfg.export.int8_calibration_examples, never_reset=True)
+        convert_tflite(continuous.model, lambda inputs: continuous.network(**inputs), [network_specs],
+                       out / "model_continuous_int8.tflite", optimize="int8", representative=lambda: iter(calibration_steps))
+        add("tflite", "continuous_int8", "features", "model_continuous_int8.tflite",
+            frontend="model_streaming_frontend.tflite",
+            io={"inputs": {n: list(s.shape) for n, s in network_specs.items()},
+                "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in network_specs.items()
+                                                               if n.endswith("_state")}},
+                "usage": "the continuous detector's network in full int8: one log-mel frame from "
+                         "model_streaming_frontend.tflite per ready hop, plus the GRU states, never reset"})
 
     (out / "labels.txt").write_text("".join(label + "\n" for label in cfg.labels))
     manifest = {
@@ -345,14 +357,18 @@ class _RecordingNetwork:
         return {name: value.numpy() for name, value in self.fn(inputs).items()}
 
 
-def streaming_calibration(step: StreamingStep, frontend_path: Path, cfg: Config, *, count: int) -> list[dict]:
+def streaming_calibration(step: StreamingStep, frontend_path: Path, cfg: Config, *, count: int,
+                          never_reset: bool = False) -> list[dict]:
     """Representative inputs of the int8 network step, met while streaming training clips through the
-    exported float frontend and the float network (the edge runtime's hop loop)."""
+    exported float frontend and the float network (the edge runtime's hop loop): each clip from the zero
+    state, or (``never_reset``, the continuous design) all of them back to back through one state, so the
+    states are those of a stream that has listened for minutes."""
     rows = read_rows(cfg.prepared_dir, "train")
     rng = np.random.default_rng(cfg.run.seed)
-    per_clip = 10  # of the clip's ~100 frames
+    per_clip = 2 if never_reset else 10  # of the clip's frames: one long stream needs more clips to be long
     network = _RecordingNetwork(step, keep=per_clip / step.spec.num_frames, rng=rng)
     split = SplitStreamingStep(TFLiteModel(frontend_path), network, state_names=step.geometry.gru_state_names)
+    stream, hop = Stream(split, step.geometry), step.geometry.hop  # never_reset: the one state every clip goes through
     skipped = 0
     for i in rng.choice(len(rows), size=min(max(1, count // per_clip), len(rows)), replace=False):
         try:
@@ -360,7 +376,11 @@ def streaming_calibration(step: StreamingStep, frontend_path: Path, cfg: Config,
         except AudioError:
             skipped += 1
             continue
-        stream_clip(split, step.geometry, audio)
+        if never_reset:
+            for start in range(0, len(audio) - hop + 1, hop):
+                stream.push(audio[start:start + hop])
+        else:
+            stream_clip(split, step.geometry, audio)
     if skipped:
         print(f"export: {skipped} unreadable training clips left out of the int8 calibration")
     if not network.examples:
