@@ -17,10 +17,11 @@ with ``export.long_audio_words: held-out``): a room whose speech is new.
 
 Usage (from the repo root, with the run's config and --set):
     .venv/bin/python scripts/quiet_hour.py make --voices accents --unseen DIR --out HOUR [--seed N] [--words held-out]
-    .venv/bin/python scripts/quiet_hour.py score --run exports/demo --hour HOUR [--threshold T ...]
+    .venv/bin/python scripts/quiet_hour.py score --run exports/demo --hour HOUR [--threshold T ...] [--model M]
 ``make`` writes HOUR.wav and HOUR.json (the commands: label, start_s, end_s). ``score`` streams HOUR.wav
 through the run's detector exactly as ``./run detect`` does (TFLite, one state, the manifest's
-parameters) and prints recall and false alarms, matched as verify matches them.
+parameters; ``--model model_continuous_int8.tflite``: its int8 pair) and prints recall and false alarms,
+matched as verify matches them.
 """
 from __future__ import annotations
 
