@@ -100,7 +100,7 @@ def voice_params(cfg) -> AugmentParams | None:
     return dataclasses.replace(AugmentParams.from_config(cfg.augment), noise_probability=0.0)
 
 
-def _voiced(audio: np.ndarray, rng: np.random.Generator, params: AugmentParams | None, sr: int) -> np.ndarray:
+def _voiced(audio: np.ndarray, rng: np.random.Generator | None, params: AugmentParams | None, sr: int) -> np.ndarray:
     """``audio`` through the augmentations of ``params`` (voice_params) on its own draw; as it is when None."""
     return audio if params is None else augment(audio, rng=rng, params=params, noise=[], sample_rate=sr)
 
@@ -122,7 +122,7 @@ def make_sequence(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     except AudioError:
         return None
     voice = job.get("voice")
-    voice_rng = np.random.default_rng([*job["seed"], index, 1])  # its own draws: the layout stays as without it
+    voice_rng = np.random.default_rng([*job["seed"], index, 1]) if voice else None  # its own draws: the layout stays
     if not phrase:  # a phrase's word timings would not survive a speed change: phrases stay as said
         clip = _voiced(clip, voice_rng, voice, sr)
     frames = 1 + length // spec.hop_length
@@ -482,7 +482,8 @@ def negative_sequences(cfg, spec: FeatureSpec, labels: list[str], streams: list[
     length = int(cfg.train.continuous_seconds * spec.sample_rate)
     rng = np.random.default_rng([*seed, 1])
     noise = noise_clips(cfg, spec.sample_rate)
-    voice, voice_rng = voice_params(cfg), np.random.default_rng([*seed, 2])
+    voice = voice_params(cfg)
+    voice_rng = np.random.default_rng([*seed, 2]) if voice else None  # its own draws, as in make_sequence
     frames = 1 + length // spec.hop_length
     feats = []
     for stream, frame in spots:

@@ -287,17 +287,19 @@ def run(cfg: Config) -> Path:
             "outputs": {"logmel": [1, spec.n_mels], "ready": [1, 1], "new_buffer": [1, step.buffer_len], "new_warmup": [1, 1]},
             "hop_samples": step.hop, "flush_hops": step.delay,
             "usage": "per hop: feed audio_hop + previous new_buffer/new_warmup; when ready == 1, feed logmel to "
-                     "model_streaming_int8.tflite with its previous new_gru_*_state outputs"})
+                     "model_streaming_int8.tflite (or model_continuous_int8.tflite) with its previous "
+                     "new_gru_*_state outputs"})
     calibration_steps = streaming_calibration(step, out / "model_streaming_frontend.tflite", cfg,
                                               count=cfg.export.int8_calibration_examples)
     network_specs = step.network_specs()
+    network_io = {"inputs": {n: list(s.shape) for n, s in network_specs.items()},  # both int8 networks' tensors
+                  "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in network_specs.items()
+                                                                 if n.endswith("_state")}}}
     convert_tflite(model, lambda inputs: step.network(**inputs), [network_specs], out / "model_streaming_int8.tflite",
                    optimize="int8", representative=lambda: iter(calibration_steps))
     add("tflite", "streaming_int8", "features", "model_streaming_int8.tflite",
         frontend="model_streaming_frontend.tflite",
-        io={"inputs": {n: list(s.shape) for n, s in network_specs.items()},
-            "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in network_specs.items()
-                                                           if n.endswith("_state")}},
+        io={**network_io,
             "usage": "one log-mel frame from model_streaming_frontend.tflite per ready hop, plus the GRU states"})
 
     design = "staggered"
@@ -318,9 +320,7 @@ def run(cfg: Config) -> Path:
                        out / "model_continuous_int8.tflite", optimize="int8", representative=lambda: iter(calibration_steps))
         add("tflite", "continuous_int8", "features", "model_continuous_int8.tflite",
             frontend="model_streaming_frontend.tflite",
-            io={"inputs": {n: list(s.shape) for n, s in network_specs.items()},
-                "outputs": {"scores": [1, len(cfg.labels)], **{f"new_{n}": list(s.shape) for n, s in network_specs.items()
-                                                               if n.endswith("_state")}},
+            io={**network_io,
                 "usage": "the continuous detector's network in full int8: one log-mel frame from "
                          "model_streaming_frontend.tflite per ready hop, plus the GRU states, never reset"})
 

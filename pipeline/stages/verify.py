@@ -110,6 +110,14 @@ def op_checks(model: TFLiteModel) -> dict:
     return {"ops": ops, "non_builtin_ops": non_builtin_ops(ops), "builtins_only": not non_builtin_ops(ops)}
 
 
+def edge_step(model: TFLiteModel, art: dict, run_dir: Path, geometry: StreamGeometry):
+    """A streaming artifact as the edge runtime steps it: ``model`` itself, or (an int8 network, which names its
+    ``frontend``) ``model`` behind its float frontend."""
+    if "frontend" not in art:
+        return model
+    return SplitStreamingStep(TFLiteModel(run_dir / art["frontend"]), model, state_names=geometry.gru_state_names)
+
+
 def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: FeatureSpec, features, audio,
                  reference, labels) -> dict:
     """Runs one TFLite artifact over the test clips; returns its checks."""
@@ -127,9 +135,7 @@ def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: Featu
         checks["mean_latency_ms_per_hop"] = round(model.mean_latency_ms, 5)
         return checks
     if variant in ("streaming", "streaming_int8"):
-        step = model
-        if variant == "streaming_int8":
-            step = SplitStreamingStep(TFLiteModel(run_dir / art["frontend"]), model, state_names=geometry.gru_state_names)
+        step = edge_step(model, art, run_dir, geometry)
         scores = np.stack([stream_clip(step, geometry, clip) for clip in _bar(audio, name)])
         hops = len(audio) * (spec.clip_samples // geometry.hop + geometry.delay)
         checks["mean_latency_ms_per_hop"] = round(1000 * step.seconds / hops, 5)
@@ -146,28 +152,34 @@ def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: Featu
     return checks
 
 
-def check_continuous(art: dict, run_dir: Path, geometry: StreamGeometry, spec: FeatureSpec, audio: np.ndarray,
-                     *, seconds: float = 60.0) -> dict:
-    """The continuous design's TFLite model, never reset, against its Keras sequence model on the first
-    ``seconds`` of the test clips played back to back: the scores after every log-mel frame."""
+def continuous_reference(run_dir: Path, spec: FeatureSpec, audio: np.ndarray, *, seconds: float = 60.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(recording, scores [F, C]): the first ``seconds`` of the test clips played back to back, and the Keras
+    sequence model's scores after every log-mel frame of it, one state never reset: what check_continuous
+    compares each continuous artifact with."""
     import keras
 
     from pipeline.continuous import continuous_scores, sequence_model
+
+    recording = audio[:max(1, int(seconds * spec.sample_rate) // spec.clip_samples)].reshape(-1)
+    trained = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
+    return recording, continuous_scores(sequence_model(trained, stateful_batch=1), [recording], spec)[0]
+
+
+def check_continuous(art: dict, run_dir: Path, geometry: StreamGeometry, spec: FeatureSpec,
+                     recording: np.ndarray, reference: np.ndarray) -> dict:
+    """A continuous design's TFLite artifact (float, or the int8 network behind its frontend), never reset, over
+    ``recording`` against the Keras sequence model's ``reference`` scores (continuous_reference)."""
     from pipeline.edge.detection import ContinuousScorer
 
     model = TFLiteModel(run_dir / art["path"])
     checks = op_checks(model)
-    step = model  # continuous_int8: the int8 network behind the float frontend, as the edge runtime pairs them
-    if art["variant"] == "continuous_int8":
-        step = SplitStreamingStep(TFLiteModel(run_dir / art["frontend"]), model, state_names=geometry.gru_state_names)
-    recording = audio[:max(1, int(seconds * spec.sample_rate) // spec.clip_samples)].reshape(-1)
+    step = edge_step(model, art, run_dir, geometry)
     scorer, hop = ContinuousScorer(step, geometry, stride_hops=1, sample_rate=spec.sample_rate), geometry.hop
     hops = len(recording) // hop
-    streamed = [scores for k in _bar(range(hops), art["path"] + " (hops)")
-                for _, scores in scorer.push(recording[k * hop:(k + 1) * hop])]  # every frame, in order
-    trained = keras.models.load_model(run_dir / "model_continuous.keras", compile=False)
-    reference = continuous_scores(sequence_model(trained, stateful_batch=1), [recording], spec)[0][:len(streamed)]
-    streamed = np.stack(streamed)
+    streamed = np.stack([scores for k in _bar(range(hops), art["path"] + " (hops)")
+                         for _, scores in scorer.push(recording[k * hop:(k + 1) * hop])])  # every frame, in order
+    reference = reference[:len(streamed)]
     checks.update({"seconds": round(len(recording) / spec.sample_rate, 1), "frames": len(streamed),
                    "max_abs_diff_vs_keras": float(np.abs(streamed - reference).max()),
                    "mean_abs_diff_vs_keras": float(np.abs(streamed - reference).mean()),
@@ -218,11 +230,13 @@ def run(cfg: Config) -> Path:
     keras_accuracy = float((reference.argmax(1) == labels).mean())
     print(f"verify: Keras model {keras_accuracy:.4f} on {len(labels)} test clips")
     failures, missed = [], []
+    continuous = None  # (recording, Keras scores), made for the first continuous artifact and shared
     for art in manifest["artifacts"]:
         if art["kind"] == "saved_model":
             checks = check_saved_model(run_dir / art["path"], features, audio, reference, labels)
         elif art["variant"] in ("continuous", "continuous_int8"):
-            checks = check_continuous(art, run_dir, geometry, spec, audio)
+            continuous = continuous or continuous_reference(run_dir, spec, audio)
+            checks = check_continuous(art, run_dir, geometry, spec, *continuous)
         else:
             checks = check_tflite(art, run_dir, geometry, spec, features, audio, reference, labels)
         if "accuracy" in checks:
@@ -498,8 +512,7 @@ def long_audio_eval(cfg: Config, run_dir: Path, manifest: dict, model, spec: Fea
     int8 = [art for art in manifest["artifacts"] if art["variant"] == "continuous_int8"]
     if int8 and params.design == "continuous":  # the phone's int8 detector on the same hour, at the same threshold
         audio, events, _ = test_recording
-        step = SplitStreamingStep(TFLiteModel(run_dir / int8[0]["frontend"]), TFLiteModel(run_dir / int8[0]["path"]),
-                                  state_names=geometry.gru_state_names)
+        step = edge_step(TFLiteModel(run_dir / int8[0]["path"]), int8[0], run_dir, geometry)
         point = edge_detector_point(step, geometry, labels, replace(params, threshold=chosen["threshold"]), audio, events,
                                     spec)
         drop = round(100 * (test["recall"] - point["recall"]), 2)
