@@ -13,6 +13,10 @@ class AudioError(PipelineError, ValueError):
     """A file that can't be used as audio, reported as one line naming the file."""
 
 
+def first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mixdown: bool = True,
                start: int = 0, frames: int = -1) -> np.ndarray:
     """Read a sound file as float32 mono PCM in [-1, 1] at ``sample_rate``.
@@ -30,8 +34,7 @@ def load_audio(path: str | Path, *, sample_rate: int, resample: bool = True, mix
                 sound.seek(min(start, sound.frames))
             data = sound.read(frames if rate == sample_rate else -1, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError... for bad files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+        raise AudioError(f"{path}: not a readable audio file ({first_line(e)})") from None
     if total == 0 or (data.shape[0] == 0 and start == 0):
         raise AudioError(f"{path}: empty audio (0 samples)")
     if data.shape[1] > 1 and not mixdown:
@@ -54,8 +57,7 @@ def audio_blocks(path: str | Path, *, sample_rate: int, block_seconds: float = 1
     try:
         sound = sf.SoundFile(str(path))
     except Exception as e:  # as in load_audio
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+        raise AudioError(f"{path}: not a readable audio file ({first_line(e)})") from None
     with sound:
         if sound.frames == 0:
             raise AudioError(f"{path}: empty audio (0 samples)")
@@ -66,7 +68,12 @@ def audio_blocks(path: str | Path, *, sample_rate: int, block_seconds: float = 1
             resampler = soxr.ResampleStream(sound.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
         blocksize = max(1, int(block_seconds * sound.samplerate))
         while True:
-            data = sound.read(blocksize, dtype="float32", always_2d=True)
+            position = sound.tell()
+            try:
+                data = sound.read(blocksize, dtype="float32", always_2d=True)
+            except Exception as e:  # a file damaged partway: what came before it was already yielded
+                raise AudioError(f"{path}: unreadable after {position / sound.samplerate:.1f} s "
+                                 f"({first_line(e)})") from None
             last = len(data) < blocksize
             block = data.mean(axis=1)
             if resampler is not None:

@@ -1,4 +1,4 @@
-"""Command line: ./run demo | all | STAGE | status | predict | score | detect | bench  (./run test is pytest)."""
+"""Command line: ./run demo | all | STAGE | status | predict | score | detect | live | bench  (./run test is pytest)."""
 from __future__ import annotations
 
 import argparse

@@ -60,6 +60,8 @@ DEMO_UNKNOWN_WORDS = ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "
 
 # Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
 NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
+# SpecAugment's masks are drawn in the training input pipeline, not in the feature cache: they re-run train, not features
+SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width")
 LONG_AUDIO_VERSION = 4  # bump when pipeline/long_audio.py makes different recordings from the same config
 SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
 # What the synthesized dataset depends on (its folder name is a hash of these).
@@ -378,7 +380,8 @@ class Config:
     @property
     def features_dir(self) -> Path:
         """Feature cache: depends on the split index, the feature spec and the augmentation."""
-        return self.prepared_dir.with_name(f"{self.prepared_dir.name}_features_{self.section_hash('features', 'augment')[:8]}")
+        key = self.section_hash("features", "augment", ignore=SPEC_AUGMENT_KEYS)
+        return self.prepared_dir.with_name(f"{self.prepared_dir.name}_features_{key[:8]}")
 
     @property
     def long_audio_dir(self) -> Path:
@@ -396,19 +399,19 @@ class Config:
             node = getattr(node, part)
         return dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node
 
-    def section_hash(self, *keys: str) -> str:
+    def section_hash(self, *keys: str, ignore: tuple[str, ...] = ()) -> str:
         """Stable hash of config sections or dotted keys ("run.seed"): what a stage's outputs depend on."""
-        blob = json.dumps(result_values(self, keys), sort_keys=True)
+        blob = json.dumps(result_values(self, keys, ignore), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def result_values(cfg: Config, keys) -> dict:
-    """{key: value} of config sections or dotted keys, without the NO_RESULT_KEYS inside them."""
+def result_values(cfg: Config, keys, ignore: tuple[str, ...] = ()) -> dict:
+    """{key: value} of config sections or dotted keys, without the NO_RESULT_KEYS (and ``ignore``) inside them."""
     values = {key: cfg.value(key) for key in keys}
-    for dotted in NO_RESULT_KEYS:
+    for dotted in NO_RESULT_KEYS + tuple(ignore):
         section, _, name = dotted.partition(".")
         if isinstance(values.get(section), dict):
             values[section].pop(name, None)
@@ -530,6 +533,8 @@ def _check_ranges(cfg: Config) -> None:
     require(0 < f.hop_length <= f.win_length, "features.hop_length", f.hop_length, "1..win_length")
     require(0 <= f.fmin < f.fmax <= f.sample_rate / 2, "features.fmax", f.fmax, f"fmin < fmax <= sample_rate/2 = {f.sample_rate / 2}")
     require(f.n_mels > 0, "features.n_mels", f.n_mels, "> 0")
+    require(f.batch_size >= 1, "features.batch_size", f.batch_size, ">= 1")
+    require(f.workers >= 0, "features.workers", f.workers, ">= 0 (0 = one per core)")
     if f.shard is not None:
         i, _, n = f.shard.partition("/")
         ok = i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)
@@ -584,6 +589,10 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.augment.noise_probability <= 1, "augment.noise_probability", cfg.augment.noise_probability, "0..1")
     require(cfg.augment.copies >= 0, "augment.copies", cfg.augment.copies, ">= 0")
     require(0 <= cfg.augment.context_probability <= 1, "augment.context_probability", cfg.augment.context_probability, "0..1")
+    sy = cfg.synth
+    require(0 < sy.rate_min <= sy.rate_max, "synth.rate_max", sy.rate_max, f"rate_min={sy.rate_min} <= rate_max, both > 0")
+    require(0 <= sy.pitch_min <= sy.pitch_max <= 100, "synth.pitch_max", sy.pitch_max,
+            f"pitch_min={sy.pitch_min} <= pitch_max <= 100, pitch_min >= 0")
     require(cfg.synth.speech_per_speaker >= 0, "synth.speech_per_speaker", cfg.synth.speech_per_speaker, ">= 0")
     require(cfg.synth.accent_speech_per_speaker >= 0, "synth.accent_speech_per_speaker",
             cfg.synth.accent_speech_per_speaker, ">= 0")

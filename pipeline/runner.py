@@ -23,7 +23,7 @@ from pathlib import Path
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from pipeline.config import SYNTH_KEYS, Config, result_values
+from pipeline.config import SPEC_AUGMENT_KEYS, SYNTH_KEYS, Config, result_values
 from pipeline.dataset import SPLITS
 from pipeline.io import sha256_file, tree_listing_sha256, write_json_atomic, write_text_atomic
 
@@ -35,6 +35,7 @@ class Stage:
     config_keys: tuple[str, ...]  # config sections / dotted keys whose change re-runs the stage
     outputs: tuple[Path, ...]  # what must exist for the stage to count as done
     content: tuple[Path, ...]  # what the stamp hashes: the outputs that later stages read
+    ignore: tuple[str, ...] = ()  # dotted keys inside config_keys' sections that do not change this stage
 
 
 def stages(cfg: Config) -> list[Stage]:
@@ -46,21 +47,24 @@ def stages(cfg: Config) -> list[Stage]:
     else:
         folders = (cfg.dataset_dir,) + ((cfg.test_dataset_dir,) if cfg.dataset.test_url else ())
         first = Stage("download", "download, verify and extract the dataset archives", ("dataset",), folders, folders)
+    # the validation recordings pick the threshold (verify), and with continuous_candidates > 1 also the model (train)
+    recording_keys = ("export.long_audio_minutes", "export.long_audio_validation_recordings",
+                      "export.long_audio_quiet_recordings", "export.long_audio_words")
+    picks_model = recording_keys if cfg.train.continuous_candidates > 1 else ()
     return [
         first,
         Stage("prepare", "standard splits, _silence_/_unknown_, split report", ("dataset", "task", "run.seed"),
               (prepared / "report.json",), tuple(prepared / f"{s}.csv" for s in SPLITS) + (prepared / "report.json",)),
         Stage("features", "librosa log-mel cache (+ augmented copies)", ("features", "augment"),
-              (cfg.features_dir / "stats.json",), (cfg.features_dir,)),
-        Stage("train", "train the stacked GRU", ("model", "train", "run.seed"),
+              (cfg.features_dir / "stats.json",), (cfg.features_dir,), ignore=SPEC_AUGMENT_KEYS),
+        Stage("train", "train the stacked GRU", ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS + picks_model,
               (run_dir / "model.keras", run_dir / "train_summary.json"), (run_dir / "model.keras",)),
         Stage("evaluate", "test-split metrics and plots", (),
               (run_dir / "metrics.json", run_dir / "confusion_matrix.png"), (run_dir / "metrics.json",)),
         Stage("export", "SavedModel + TFLite variants", ("export.int8_calibration_examples",),
               (run_dir / "export.json",), (run_dir / "export.json",)),
         Stage("verify", "run every artifact on the test split, long-audio detection, write manifest.json",
-              ("export.long_audio_minutes", "export.long_audio_validation_recordings",
-               "export.long_audio_quiet_recordings", "export.long_audio_words"), (run_dir / "manifest.json",),
+              recording_keys, (run_dir / "manifest.json",),
               (run_dir / "manifest.json",)),
     ]
 
@@ -131,7 +135,7 @@ def task_namespace(cfg: Config, errors: list[str]) -> dict:
     before: list[Stage] = []
     for stage in stages(cfg):
         file_dep = [str(stamp_path(cfg, s.name)) for s in before]  # every earlier stage: what it may read
-        keys = result_values(cfg, stage.config_keys)
+        keys = result_values(cfg, stage.config_keys, stage.ignore)
         task = {
             "basename": stage.name, "doc": stage.doc, "actions": [_action(cfg, stage, errors)],
             "file_dep": file_dep, "targets": [str(p) for p in stage.outputs] + [str(stamp_path(cfg, stage.name))],

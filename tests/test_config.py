@@ -1,7 +1,7 @@
 """Config loading: unknown keys, wrong types and bad ranges are one-line errors naming the key."""
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, load_config, result_values
 
 DEMO = "configs/demo.yaml"
 
@@ -22,8 +22,10 @@ def test_real_dataset_configs_load(path):
 
 
 def test_set_overrides_dotted_keys_with_yaml_values():
-    cfg = load_config(DEMO, ["train.epochs=3", "model.gru_units=[32, 16]", "dataset.test_url=null", "run.name=x"])
+    cfg = load_config(DEMO, ["train.epochs=3", "model.gru_units=[32, 16]", "run.name=x"])
     assert cfg.train.epochs == 3 and cfg.model.gru_units == [32, 16] and cfg.run.name == "x"
+    v2 = "configs/speech_commands_v2_12.yaml"  # its test_url is set: YAML's null must clear it
+    assert load_config(v2).dataset.test_url and load_config(v2, ["dataset.test_url=null"]).dataset.test_url is None
 
 
 def test_int_is_accepted_where_a_float_is_expected():
@@ -69,6 +71,10 @@ def test_wrong_type_is_an_error_naming_the_key(override, key):
     ("train.continuous_floor_probability=1.5", "train.continuous_floor_probability"),
     ("train.continuous_candidates=0", "train.continuous_candidates"),
     ("train.continuous_label_smoothing=1.0", "train.continuous_label_smoothing"),
+    ("features.batch_size=0", "features.batch_size"),
+    ("features.workers=-1", "features.workers"),
+    ("synth.rate_min=250", "synth.rate_max"),
+    ("synth.pitch_max=120", "synth.pitch_max"),
 ])
 def test_out_of_range_is_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -97,7 +103,26 @@ def test_feature_cache_key_ignores_training_keys_but_not_feature_keys():
     base = load_config(DEMO)
     assert load_config(DEMO, ["train.epochs=1"]).features_dir == base.features_dir
     assert load_config(DEMO, ["features.n_mels=32"]).features_dir != base.features_dir
+    # SpecAugment masks are drawn while training, so they keep the cache; the offline augmentations do not
+    assert load_config(DEMO, ["augment.time_mask_width=3"]).features_dir == base.features_dir
+    assert load_config(DEMO, ["augment.tilt_probability=0.2"]).features_dir != base.features_dir
     assert load_config(DEMO, ["run.name=other"]).dataset_dir == base.dataset_dir
+
+
+def test_each_stage_reruns_for_the_keys_it_reads():
+    """The keys doit compares for each stage (pipeline/runner.py): a mask width re-runs train, not features."""
+    from pipeline.runner import stages
+
+    def keys(cfg):
+        return {s.name: result_values(cfg, s.config_keys, s.ignore) for s in stages(cfg)}
+
+    base, masked = keys(load_config(DEMO)), keys(load_config(DEMO, ["augment.time_mask_width=3"]))
+    assert masked["features"] == base["features"] and masked["train"] != base["train"]
+    # the validation recordings re-run verify alone, and train too when they choose among continuous candidates
+    shorter = keys(load_config(DEMO, ["export.long_audio_minutes=5"]))
+    assert shorter["train"] == base["train"] and shorter["verify"] != base["verify"]
+    two = ["train.continuous_candidates=2"]
+    assert keys(load_config(DEMO, two + ["export.long_audio_minutes=5"]))["train"] != keys(load_config(DEMO, two))["train"]
 
 
 def test_unknown_config_key_on_the_command_line_is_a_one_line_error():

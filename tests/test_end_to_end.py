@@ -4,6 +4,7 @@ One session-scoped run (tests/conftest.py) is shared by the assertions; the re-r
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -326,6 +327,23 @@ def test_detect_on_a_bad_file_is_one_line(tiny_run, tmp_path, content):
     result = cli("detect", str(run_dir), str(path), tmp=tmp)
     assert result.returncode == 1 and result.stderr.strip().startswith("error:") and str(path) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_detect_names_a_folder_it_cannot_run_and_an_untuned_threshold(tiny_run, tmp_path):
+    tmp, run_dir, _ = tiny_run
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.zeros(32000, np.float32), 16000)
+    saved = cli("detect", str(run_dir / "saved_model"), str(path), tmp=tmp)  # a folder, but not the run's
+    assert saved.returncode == 1 and len(saved.stderr.strip().splitlines()) == 1, saved.stderr
+    assert "not a streaming model" in saved.stderr
+    bare = tmp_path / "run"  # exported, not verified: export.json holds the default threshold
+    bare.mkdir()
+    for name in ("export.json", "labels.txt", "model_continuous.tflite"):
+        shutil.copy(run_dir / name, bare / name)
+    untuned = cli("detect", str(bare), str(path), tmp=tmp)
+    assert untuned.returncode == 0 and "verify has not run" in untuned.stderr, untuned.stderr
+    tuned = cli("detect", str(bare), str(path), "--threshold", "0.5", tmp=tmp)
+    assert tuned.returncode == 0 and "verify has not run" not in tuned.stderr
 
 
 def _free_port() -> int:

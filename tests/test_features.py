@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import AudioError, fit_length, load_audio, resample_hq
+from pipeline.audio import AudioError, audio_blocks, fit_length, load_audio, resample_hq
 from pipeline.feature_spec import FeatureSpec, librosa_logmel, logmel
 from pipeline.frontend import power_error
 
@@ -140,3 +140,21 @@ def test_load_audio_reads_a_piece_without_the_rest(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(AudioError, match="empty"):
         load_audio(tmp_path / "empty.wav", sample_rate=16000, start=100, frames=10)
+
+
+def test_a_file_damaged_partway_is_one_line_after_the_blocks_before_it(tmp_path):
+    """A cut-off FLAC (a download that stopped) opens fine and fails in its middle: the blocks before the
+    damage come out, then one line naming the file and where."""
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)
+    sf.write(tmp_path / "whole.flac", x, 16000)
+    data = (tmp_path / "whole.flac").read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[:len(data) // 2])
+    blocks = []
+    with pytest.raises(AudioError) as e:
+        for block in audio_blocks(cut, sample_rate=16000, block_seconds=5.0):
+            blocks.append(block)
+    assert str(cut) in str(e.value) and "unreadable after" in str(e.value) and "\n" not in str(e.value)
+    assert 1 <= len(blocks) < 6
+    np.testing.assert_allclose(np.concatenate(blocks), x[:sum(map(len, blocks))], atol=1e-4)  # FLAC is 16-bit

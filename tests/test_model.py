@@ -205,3 +205,22 @@ def test_ema_checkpoint_holds_the_averaged_weights_and_training_goes_on_from_the
     assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(saved[0], resumed[1]))
     assert ema_options(SimpleNamespace(ema_momentum=0.0, distribute="none")) == {}
     assert ema_callbacks(SimpleNamespace(ema_momentum=0.0)) == []
+
+
+def test_an_interrupted_training_resumes_only_under_the_same_config(tmp_path):
+    """train.partial/ keeps BackupAndRestore's epochs: the same config resumes from them, another starts over."""
+    from pipeline.config import load_config
+    from pipeline.stages.train import work_folder_for
+
+    work = tmp_path / "train.partial"
+    cfg = load_config(None)
+    work_folder_for(cfg, work)
+    (work / "backup").mkdir()
+    (work / "backup" / "epoch.txt").write_text("7")
+    work_folder_for(cfg, work)  # the same config: the backup stays
+    assert (work / "backup" / "epoch.txt").read_text() == "7"
+    work_folder_for(load_config(None, ["train.learning_rate=0.01"]), work)
+    assert work.is_dir() and not (work / "backup").exists()
+    (work / "backup").mkdir()
+    work_folder_for(load_config(None, ["augment.time_mask_width=3"]), work)  # a training-time key
+    assert not (work / "backup").exists()

@@ -87,6 +87,17 @@ def test_a_missing_or_empty_data_path_is_one_line_and_exit_1(tmp_path, kind, nee
     assert needle in lines[0] and str(data) in lines[0]
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_scoring(tmp_path):
+    data = tmp_path / "recordings"
+    (data / "yes").mkdir(parents=True)
+    sf.write(data / "yes" / "a.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "taken").write_text("a file where the output folder would go")
+    result = cli("score", str(tmp_path / "no_model"), str(data), "--out", str(tmp_path / "taken"), tmp=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "can't write the results there" in lines[0], result.stderr
+    assert (tmp_path / "taken").read_text().startswith("a file")  # left as it was
+
+
 # ---- with the tiny run's model (slow) -----------------------------------------------------------
 
 @pytest.fixture

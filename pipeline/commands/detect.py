@@ -27,7 +27,10 @@ def main(*, model: str, file: str, threshold: float | None = None, as_json: bool
     params = DetectionParams.from_manifest(run.manifest)
     if threshold is not None:
         params = replace(params, threshold=threshold)
-    if path.is_dir():
+    elif not run.verified:
+        print(f"note: {run.path} has no manifest.json (verify has not run), so the threshold is the untuned default "
+              f"{params.threshold}: run ./run verify, or give --threshold", file=sys.stderr)
+    if path.resolve() == run.path.resolve():  # a run folder: its own detector (another folder is no model)
         path = run.path / run.manifest.get("detection", {}).get("model", DESIGN_MODELS[params.design])
     art = run.artifact(path)
     step = run.streaming_step(art)

@@ -62,7 +62,7 @@ def collect(data: Path) -> tuple[list[tuple[Path, str]], list[str]]:
             with open(data, newline="") as fh:
                 reader = csv.DictReader(fh)
                 header, table = reader.fieldnames or [], list(reader)
-        except (UnicodeDecodeError, csv.Error) as e:
+        except (UnicodeDecodeError, csv.Error, OSError) as e:
             raise ScoreInputError(f"{data}: not a readable CSV file ({e})") from None
         if not {"path", "label"} <= set(header):
             raise ScoreInputError(f"{data}: expected a CSV with the header path,label (got {','.join(header)})")
@@ -127,6 +127,11 @@ def _percent(value: float | None) -> str:
 def main(*, model: str, data: str, out: str | None = None, as_json: bool = False) -> int:
     data_path = Path(data)
     rows, ignored = collect(data_path)  # before loading the model: a wrong DATA fails fast
+    out_dir = Path(out) if out else data_path.resolve().with_name(data_path.resolve().stem + "_score")
+    try:  # and where the results go, before any clip is scored
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ScoreInputError(f"{out_dir}: can't write the results there ({e.strerror or e}; give --out)") from None
     predictor = Predictor(model)
     labels = predictor.labels
     mapping = label_mapping([label for _, label in rows], labels)
@@ -158,8 +163,6 @@ def main(*, model: str, data: str, out: str | None = None, as_json: bool = False
     result = {"model": str(model), "artifact": predictor.artifact["path"], "data": str(data_path),
               **summary(y_true, y_pred, labels), "mapping": mapping, "ignored": ignored, "unreadable": unreadable,
               "files": files}
-    out_dir = Path(out) if out else data_path.resolve().with_name(data_path.resolve().stem + "_score")
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "score.json", result)
     plot_confusion_matrix(np.array(result["confusion_matrix"]), labels, out_dir / "confusion_matrix.png",
                           f"{data_path.name}: accuracy {result['accuracy']:.2%} (n={result['clips']})")

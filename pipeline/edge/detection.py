@@ -10,7 +10,7 @@ manifest.json under ``detection``; ``design`` names how step 1 gets scores.
      from silence, so ``streams`` states run side by side, staggered by the stride; each starts from the
      zero state, takes one window of audio hop by hop, is flushed (``Stream.flush``) to give that window's
      scores, and restarts from zero. Time: the window's centre, (end sample - window / 2) / sample rate.
-2. (The time of each score vector, as above.)
+2. Times: each score vector gets its design's time above (``window_time_s`` for the staggered windows).
 3. Smoothing: the mean score vector of the last ``smooth_windows`` score vectors (fewer at the start).
 4. Picking: the best keyword (not ``_silence_``/``_unknown_``) of each smoothed vector fires when its
    score is >= ``threshold``, the previous detection is at least ``refractory_s`` earlier, and the keyword

@@ -19,6 +19,7 @@ class RunFolder:
         for name in ("manifest.json", "export.json"):
             if (folder / name).is_file() and (folder / "labels.txt").is_file():
                 self.manifest = json.loads((folder / name).read_text())
+                self.verified = name == "manifest.json"  # export.json: verify has not tuned the threshold yet
                 self.labels = (folder / "labels.txt").read_text().split()
                 break
         else:

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import side_work
-from pipeline.config import Config, ConfigError
+from pipeline.config import SPEC_AUGMENT_KEYS, Config, ConfigError, result_values
 from pipeline.dataset import load_split, load_stats
 from pipeline.errors import StageError
+from pipeline.io import write_text_atomic
 from pipeline.model import build_from_config
 
 
@@ -38,7 +39,7 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
     drawn alongside the cache's.
     ``endless`` (training only): the epochs follow one another in one iterator, so ``fit`` needs
     ``steps_per_epoch``. A one-pass dataset makes ``fit`` build a new iterator each epoch, and on 2 CPU cores
-    about every other one then waited 8-10 s with the cores idle before its first batch (README, Known limits).
+    about every other one then waited 8-10 s with the cores idle before its first batch.
     """
     import tensorflow as tf
 
@@ -300,6 +301,19 @@ def train_one_second(cfg: Config, stats: dict, labels: list[str], train_split: t
     return history, mined, blockers
 
 
+def work_folder_for(cfg: Config, work: Path) -> None:
+    """The train stage's work folder. An interrupted training resumes from it (BackupAndRestore) only under the
+    same training keys and feature cache: another config's weights and epoch count must not carry on."""
+    key = json.dumps({"keys": result_values(cfg, ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS),
+                      "features": cfg.features_dir.name}, sort_keys=True, default=str)
+    stamp = work / "config.json"
+    if work.is_dir() and (not stamp.is_file() or stamp.read_text() != key):
+        print(f"train: {work} holds an interrupted training under another config: starting over")
+        shutil.rmtree(work)
+    work.mkdir(exist_ok=True)
+    write_text_atomic(stamp, key)
+
+
 def judge_candidate(cfg: Config, spec, labels: list[str], model) -> tuple[tuple, dict]:
     """A continuous candidate's (score, report) for ``continuous.train``: the point verify's threshold pick
     gives it on the validation recordings. Higher is better: under the false-alarm target first, then more
@@ -363,7 +377,7 @@ def run(cfg: Config) -> Path:
     val_ds = make_dataset(x_val, y_val, rows_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
     resolver = getattr(strategy, "cluster_resolver", None)
     work = run_dir / ("train.partial" if is_chief(strategy) else f"train.partial.{resolver.task_type}{resolver.task_id}")
-    work.mkdir(exist_ok=True)
+    work_folder_for(cfg, work)
     if t.ema_momentum > 0 and t.distribute == "multi_worker":
         print("train: train.ema_momentum ignored under train.distribute=multi_worker (its custom loop has no EMA swap)")
     # the continuous sequences and the benchmark recordings need no model: a side process makes them in the
@@ -455,7 +469,7 @@ def run(cfg: Config) -> Path:
         if target.is_dir():
             shutil.rmtree(target)
         (history_dir / name).replace(target)
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(run_dir / "train_summary.json", json.dumps(summary, indent=1))
     if (work / "model_continuous.keras").is_file():
         (work / "model_continuous.keras").replace(run_dir / "model_continuous.keras")
     else:  # an earlier run's continuous model must not reach this run's export
