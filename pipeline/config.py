@@ -62,6 +62,7 @@ DEMO_UNKNOWN_WORDS = ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "
 NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
 # SpecAugment's masks are drawn in the training input pipeline, not in the feature cache: they re-run train, not features
 SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width")
+TRAIN_KEYS = ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS  # what the train stage's result depends on
 LONG_AUDIO_VERSION = 4  # bump when pipeline/long_audio.py makes different recordings from the same config
 SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
 # What the synthesized dataset depends on (its folder name is a hash of these).

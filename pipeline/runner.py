@@ -23,7 +23,7 @@ from pathlib import Path
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from pipeline.config import SPEC_AUGMENT_KEYS, SYNTH_KEYS, Config, result_values
+from pipeline.config import SPEC_AUGMENT_KEYS, SYNTH_KEYS, TRAIN_KEYS, Config, result_values
 from pipeline.dataset import SPLITS
 from pipeline.io import sha256_file, tree_listing_sha256, write_json_atomic, write_text_atomic
 
@@ -57,7 +57,7 @@ def stages(cfg: Config) -> list[Stage]:
               (prepared / "report.json",), tuple(prepared / f"{s}.csv" for s in SPLITS) + (prepared / "report.json",)),
         Stage("features", "librosa log-mel cache (+ augmented copies)", ("features", "augment"),
               (cfg.features_dir / "stats.json",), (cfg.features_dir,), ignore=SPEC_AUGMENT_KEYS),
-        Stage("train", "train the stacked GRU", ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS + picks_model,
+        Stage("train", "train the stacked GRU", TRAIN_KEYS + picks_model,
               (run_dir / "model.keras", run_dir / "train_summary.json"), (run_dir / "model.keras",)),
         Stage("evaluate", "test-split metrics and plots", (),
               (run_dir / "metrics.json", run_dir / "confusion_matrix.png"), (run_dir / "metrics.json",)),

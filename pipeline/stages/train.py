@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import side_work
-from pipeline.config import SPEC_AUGMENT_KEYS, Config, ConfigError, result_values
+from pipeline.config import TRAIN_KEYS, Config, ConfigError, result_values
 from pipeline.dataset import load_split, load_stats
 from pipeline.errors import StageError
 from pipeline.io import write_text_atomic
@@ -304,7 +304,7 @@ def train_one_second(cfg: Config, stats: dict, labels: list[str], train_split: t
 def work_folder_for(cfg: Config, work: Path) -> None:
     """The train stage's work folder. An interrupted training resumes from it (BackupAndRestore) only under the
     same training keys and feature cache: another config's weights and epoch count must not carry on."""
-    key = json.dumps({"keys": result_values(cfg, ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS),
+    key = json.dumps({"keys": result_values(cfg, TRAIN_KEYS),
                       "features": cfg.features_dir.name}, sort_keys=True, default=str)
     stamp = work / "config.json"
     if work.is_dir() and (not stamp.is_file() or stamp.read_text() != key):
