@@ -145,7 +145,6 @@ def test_load_audio_reads_a_piece_without_the_rest(tmp_path):
 def test_a_file_damaged_partway_is_one_line_after_the_blocks_before_it(tmp_path):
     """A cut-off FLAC (a download that stopped) opens fine and fails in its middle: the blocks before the
     damage come out, then one line naming the file and where."""
-
     x = (0.1 * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)
     sf.write(tmp_path / "whole.flac", x, 16000)
     data = (tmp_path / "whole.flac").read_bytes()
