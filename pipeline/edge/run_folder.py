@@ -9,6 +9,15 @@ from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteMode
 from pipeline.errors import MissingInputError, PipelineError
 
 
+def edge_step(model: TFLiteModel, art: dict, folder: Path, geometry: StreamGeometry, *, threads: int = 1):
+    """A streaming artifact's step as the edge runtime runs it: ``model`` itself, or (an int8 network, whose
+    manifest entry names its ``frontend``) ``model`` behind that float frontend."""
+    if "frontend" not in art:
+        return model
+    return SplitStreamingStep(TFLiteModel(folder / art["frontend"], threads=threads), model,
+                              state_names=geometry.gru_state_names)
+
+
 class ArtifactError(PipelineError):
     """A model path that is not (or not alone) a usable artifact of its run."""
 
@@ -51,12 +60,9 @@ class RunFolder:
     def streaming_step(self, art: dict, *, threads: int = 1):
         """A ``step(inputs) -> outputs`` for a streaming artifact: a one-piece model (the 1-s weights or the
         continuous design's), or an int8 network (either design's) paired with its float frontend."""
-        if art["variant"] in ("streaming", "continuous"):
-            return TFLiteModel(self.path / art["path"], threads=threads)
-        if art["variant"] in ("streaming_int8", "continuous_int8"):
-            return SplitStreamingStep(TFLiteModel(self.path / art["frontend"], threads=threads),
-                                      TFLiteModel(self.path / art["path"], threads=threads),
-                                      state_names=self.geometry.gru_state_names)
+        if art["variant"] in ("streaming", "continuous", "streaming_int8", "continuous_int8"):
+            return edge_step(TFLiteModel(self.path / art["path"], threads=threads), art, self.path, self.geometry,
+                             threads=threads)
         if art["variant"] == "streaming_frontend":
             raise ArtifactError(f"{art['path']} computes log-mel frames only, no scores: use "
                                 "model_streaming_int8.tflite or model_continuous_int8.tflite (they pair with this "

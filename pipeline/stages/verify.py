@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.dataset import load_clip, read_rows
 from pipeline.edge.detection import DetectionParams, pick_detections
+from pipeline.edge.run_folder import edge_step
 from pipeline.edge.runtime import SplitStreamingStep, StreamGeometry, TFLiteModel, stream_clip
 from pipeline.errors import PipelineError
 from pipeline.feature_spec import FeatureSpec, librosa_logmel, logmel
@@ -108,14 +109,6 @@ def check_saved_model(path: Path, features: np.ndarray, audio: np.ndarray, refer
 def op_checks(model: TFLiteModel) -> dict:
     ops = model.ops
     return {"ops": ops, "non_builtin_ops": non_builtin_ops(ops), "builtins_only": not non_builtin_ops(ops)}
-
-
-def edge_step(model: TFLiteModel, art: dict, run_dir: Path, geometry: StreamGeometry):
-    """A streaming artifact as the edge runtime steps it: ``model`` itself, or (an int8 network, which names its
-    ``frontend``) ``model`` behind its float frontend."""
-    if "frontend" not in art:
-        return model
-    return SplitStreamingStep(TFLiteModel(run_dir / art["frontend"]), model, state_names=geometry.gru_state_names)
 
 
 def check_tflite(art: dict, run_dir: Path, geometry: StreamGeometry, spec: FeatureSpec, features, audio,
