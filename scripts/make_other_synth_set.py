@@ -12,8 +12,9 @@ Training never uses these synthesizers (the demo's data comes from espeak-ng alo
 scoring only. Most of their voices were built from recordings of real speakers (flite's CMU ARCTIC voices awb,
 rms and slt; Festival's diphone voices). Every voice says the ten commands and the unseen-voice set's new words
 (pipeline/unseen_voices.py UNSEEN_UNKNOWN_WORDS, labelled ``_unknown_``), as said and with its tempo or pitch
-shifted (``SETTINGS``). Written as ``WORD/<voice>_<setting>_nohash_0.wav`` plus ``english.csv`` and
-``other_languages.csv`` (``path,label``), under a temporary name renamed at the end. A voice that is not
+shifted (``SETTINGS``). Written as ``WORD/<voice>_<setting>_nohash_0.wav`` plus ``path,label`` CSVs by group
+(``english.csv``, ``other_languages.csv``) and by engine (``flite.csv``, ``festival.csv``: docs/voice_ablation.md
+chose on flite's voices and reports on Festival's), under a temporary name renamed at the end. A voice that is not
 installed is skipped and named; a word a voice can't say is counted.
 """
 from __future__ import annotations
@@ -131,7 +132,8 @@ def build(out: Path) -> dict:
                     path = tmp / word / f"{voice.replace('_', '-')}-{name}_nohash_0.wav"
                     write_wav(path, clip(shifted(said, tempo, semitones)), SAMPLE_RATE)
                     label = word if word in COMMAND_WORDS else UNKNOWN_LABEL
-                    rows.setdefault(group, []).append((str(path.relative_to(tmp)), label))
+                    for name in (group, engine):
+                        rows.setdefault(name, []).append((str(path.relative_to(tmp)), label))
     for group, group_rows in rows.items():
         with open(tmp / f"{group}.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([("path", "label"), *group_rows])
@@ -146,7 +148,8 @@ def main() -> int:
     counts = build(p.parse_args().out)
     if counts["missing"]:
         print(f"other synthesizers: not installed, skipped: {', '.join(counts['missing'])}")
-    groups = ", ".join(f"{counts[g]} {g} clips" for g in ("english", "other_languages") if g in counts)
+    groups = ", ".join(f"{counts[g]} {g} clips" for g in ("english", "other_languages", "flite", "festival")
+                       if g in counts)
     print(f"other synthesizers: {len(counts['voices'])} voices, {groups}, {counts['failed']} failed")
     return 0
 

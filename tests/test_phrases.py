@@ -143,7 +143,8 @@ def test_continuous_augment_colours_the_training_sequences_speech_and_keeps_thei
     job = {"spec": FeatureSpec(), "samples": 40000, "rows": [row], "labels": labels, "seed": [0, 0],
            "speech_files": [str(tmp_path / "speech.wav")], "phrases": [], "noise": [], "confirm_s": 0.2}
     cfg = load_config(None, ["train.continuous_augment=true", "augment.tilt_probability=1.0",
-                             "augment.tilt_db_per_octave=[6.0, 6.0]", "augment.noise_snr_db=[5.0, 20.0]"])
+                             "augment.tilt_db_per_octave=[6.0, 6.0]", "augment.noise_snr_db=[5.0, 20.0]",
+                             "augment.speed_probability=0", "augment.vtlp_probability=0"])  # the tilt alone
     voice = continuous.voice_params(cfg)
     assert AugmentParams.from_config(cfg.augment).noise_probability > 0  # the 1-s clips' SNR noise is on ...
     assert voice.noise_probability == 0  # ... and not here: a sequence has its own noise
