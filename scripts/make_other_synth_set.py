@@ -1,7 +1,7 @@
 """Write a test set spoken by other synthesizers (flite and Festival), to score a model on voices that no
 espeak-ng setting makes:
 
-    sudo apt-get install flite festival festvox-kdlpc16k festvox-us-slt-hts   # the English voices
+    sudo apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts   # English voices
     sudo apt-get install festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-suopuhe-lj \\
         festvox-suopuhe-mv festvox-ru                                         # other languages reading English
     .venv/bin/python scripts/make_other_synth_set.py --out data/other_synth
