@@ -199,6 +199,10 @@ class AugmentConfig:
     # these keys computes the features it did before. Ranges are [low, high], drawn uniformly per clip.
     speed_probability: float = 0.0  # resample: tempo and pitch together (Kaldi speed perturbation)
     speed_factor: list[float] = field(default_factory=lambda: [0.9, 1.1])  # Kaldi's 0.9/1.1; 1.1 = 10% faster
+    stretch_probability: float = 0.0  # time stretch (phase vocoder): tempo alone, the pitch kept
+    stretch_rate: list[float] = field(default_factory=lambda: [0.85, 1.15])  # 1.15 = 15% faster
+    pitch_probability: float = 0.0  # pitch shift (phase vocoder, then resampling): pitch and formants, the tempo kept
+    pitch_semitones: list[float] = field(default_factory=lambda: [-3.0, 3.0])
     vtlp_probability: float = 0.0  # vocal-tract-length perturbation (frequency warp), another voice
     vtlp_alpha: list[float] = field(default_factory=lambda: [0.9, 1.1])  # warp factor, Jaitly & Hinton's 0.9-1.1
     tilt_probability: float = 0.0  # spectral tilt about 1 kHz: microphone, phone and room colouring
@@ -607,10 +611,11 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")
     a = cfg.augment
-    for name in ("speed", "vtlp", "tilt", "reverb", "gain"):
+    for name in ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain"):
         key = f"{name}_probability"
         require(0 <= getattr(a, key) <= 1, f"augment.{key}", getattr(a, key), "0..1")
-    for key, low, high in (("speed_factor", 0.5, 2.0), ("vtlp_alpha", 0.7, 1.4), ("tilt_db_per_octave", -12.0, 12.0),
+    for key, low, high in (("speed_factor", 0.5, 2.0), ("stretch_rate", 0.5, 2.0), ("pitch_semitones", -12.0, 12.0),
+                           ("vtlp_alpha", 0.7, 1.4), ("tilt_db_per_octave", -12.0, 12.0),
                            ("reverb_rt60_s", 0.05, 3.0), ("reverb_drr_db", -20.0, 40.0), ("noise_snr_db", -20.0, 60.0),
                            ("gain_db", -40.0, 40.0)):
         value = getattr(a, key)

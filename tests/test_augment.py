@@ -48,6 +48,8 @@ def white(seed, n=SR, scale=0.05):
 NOISE = [white(100, n=3 * SR, scale=0.1)]
 ONLY = {  # each augmentation alone, always on
     "speed": AugmentParams(speed_probability=1.0),
+    "stretch": AugmentParams(stretch_probability=1.0),
+    "pitch": AugmentParams(pitch_probability=1.0),
     "vtlp": AugmentParams(vtlp_probability=1.0),
     "tilt": AugmentParams(tilt_probability=1.0),
     "reverb": AugmentParams(reverb_probability=1.0),
@@ -99,6 +101,27 @@ def test_speed_scales_pitch_and_duration_by_the_factor(factor):
     first, last = active_span(out)
     assert abs((last - first) - 0.4 / factor) <= 0.012
     assert abs((first + last) / 2 - 0.5) <= 0.01  # scaled about the clip's centre
+
+
+@pytest.mark.parametrize("rate", [0.85, 1.15])
+def test_time_stretch_scales_duration_and_keeps_pitch(rate):
+    audio = burst(freq=1000, start=0.3, stop=0.7)
+    out = A.time_stretch(audio, rate=rate)
+    assert out.shape == audio.shape
+    assert abs(peak_hz(out) - 1000) <= 3
+    first, last = active_span(out)
+    assert abs((last - first) - 0.4 / rate) <= 0.015
+    assert abs((first + last) / 2 - 0.5) <= 0.01  # about the clip's centre
+
+
+@pytest.mark.parametrize("semitones", [-3.0, 4.0])
+def test_pitch_shift_moves_frequencies_by_the_semitones_and_keeps_duration(semitones):
+    audio = burst(freq=1000, start=0.3, stop=0.7)
+    out = A.pitch_shift(audio, semitones=semitones, sample_rate=SR)
+    assert out.shape == audio.shape
+    assert abs(peak_hz(out) - 1000 * 2 ** (semitones / 12)) <= 4
+    first, last = active_span(out)
+    assert abs((last - first) - 0.4) <= 0.015 and abs((first + last) / 2 - 0.5) <= 0.01
 
 
 @pytest.mark.parametrize("alpha", [0.9, 1.1])
@@ -198,6 +221,9 @@ def test_params_from_config_defaults_are_off_and_snr_noise_needs_its_key():
 @pytest.mark.parametrize("setting, key", [
     ("augment.speed_factor=[1.2, 0.9]", "augment.speed_factor"),
     ("augment.vtlp_alpha=[0.9]", "augment.vtlp_alpha"),
+    ("augment.stretch_rate=[0.3, 1.1]", "augment.stretch_rate"),
+    ("augment.pitch_semitones=[2, -2]", "augment.pitch_semitones"),
+    ("augment.pitch_probability=2", "augment.pitch_probability"),
     ("augment.reverb_probability=1.5", "augment.reverb_probability"),
     ("augment.reverb_rt60_s=[0, 0.5]", "augment.reverb_rt60_s"),
     ("augment.noise_snr_db=[10, 100]", "augment.noise_snr_db"),
@@ -212,7 +238,8 @@ def test_out_of_range_augment_keys_are_one_line_naming_the_key(setting, key):
 def test_features_stage_uses_snr_noise_for_words_and_keeps_the_volume_mix_for_silence(tmp_path):
     noise_file = tmp_path / "noise.wav"
     sf.write(noise_file, NOISE[0], SR)
-    cfg = load_config(None, ["augment.noise_snr_db=[10, 10]", "augment.noise_probability=1.0"])
+    cfg = load_config(None, ["augment.noise_snr_db=[10, 10]", "augment.noise_probability=1.0",
+                             *[f"augment.{n}_probability=0" for n in ("speed", "vtlp", "tilt")]])  # the noise alone
     kwargs = dict(spec=FeatureSpec(), noise_files=[str(noise_file)], time_shift_ms=0.0, noise_probability=1.0,
                   noise_volume=0.1, params=AugmentParams.from_config(cfg.augment))
     word = burst(start=0.25, stop=0.75, harmonics=5, amplitude=0.2)
@@ -232,7 +259,8 @@ def test_a_worker_job_with_every_augmentation_on_pickles_and_changes_the_feature
     clip, noise_file = tmp_path / "yes.wav", tmp_path / "noise.wav"
     sf.write(clip, burst(harmonics=5), SR)
     sf.write(noise_file, NOISE[0], SR)
-    cfg = load_config(None, [f"augment.{n}_probability=1.0" for n in ("speed", "vtlp", "tilt", "reverb", "gain")]
+    everything = ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain")
+    cfg = load_config(None, [f"augment.{n}_probability=1.0" for n in everything]
                       + ["augment.noise_snr_db=[10, 20]"])
     a = cfg.augment
     row = {"path": str(clip), "label": "yes", "offset": 0, "gain": 1.0, "fragment": 0}
