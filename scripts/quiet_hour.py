@@ -9,7 +9,10 @@ a low noise floor (the dataset's noise files, ``--snr-db`` 30 under the speech;
 - ``accents``: espeak voices that no training config uses (the unseen-voice set's ten other-language
   voices, four random variants each), saying the sentences; the commands are the unseen-voice set's
   accent clips (make it first: scripts/make_unseen_voices.py --out DIR); or
-- ``test``: the run's test-split speakers (held-out voices), with the test split's command clips.
+- ``test``: the run's test-split speakers (held-out voices), with the test split's command clips; or
+- ``other``: other synthesizers' English voices (flite and Festival, scripts/make_other_synth_set.py: training
+  never uses them) saying the sentences, at their own rate and pitch; the commands are that set's clips (make it
+  first: scripts/make_other_synth_set.py --out DIR, then --other DIR).
 
 The sentences say the pipeline's own vocabulary (the default, ``base``), or with ``--words held-out`` words that
 no training sentence says (``pipeline/sentences.py`` HELD_OUT_WORDS, as the verify stage's test recordings
@@ -39,10 +42,19 @@ from pipeline.config import COMMAND_WORDS, load_config  # noqa: E402
 from pipeline.feature_spec import FeatureSpec  # noqa: E402
 from pipeline.sentences import VOCABULARIES  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_other_synth_set as other_synth  # noqa: E402
+
 VARIANTS_PER_ACCENT = 4
 
 
 def command_clips(args, cfg) -> list[tuple[Path, str]]:
+    if args.voices == "other":
+        if not args.other or not (Path(args.other) / "english.csv").is_file():
+            sys.exit("quiet_hour: --voices other needs --other DIR with english.csv (scripts/make_other_synth_set.py)")
+        root = Path(args.other)
+        rows = [line.split(",") for line in (root / "english.csv").read_text().split()[1:]]
+        return [(root / path, label) for path, label in rows if label in COMMAND_WORDS]
     if args.voices == "accents":
         if not args.unseen or not (Path(args.unseen) / "accents.csv").is_file():
             sys.exit("quiet_hour: --voices accents needs --unseen DIR with accents.csv (scripts/make_unseen_voices.py)")
@@ -55,6 +67,22 @@ def command_clips(args, cfg) -> list[tuple[Path, str]]:
         sys.exit(f"quiet_hour: no prepared test split in {cfg.prepared_dir}: run the demo (or give its config) first")
     return [(Path(r["path"]), r["label"]) for r in read_rows(cfg.prepared_dir, "test")
             if r["label"] in COMMAND_WORDS and not r.get("fragment")]
+
+
+def render_other(job: dict) -> dict:
+    """A speech piece said by another synthesizer's voice (``engine:voice``), at its own rate and pitch."""
+    import subprocess
+    import tempfile
+
+    from pipeline.audio import AudioError
+
+    engine, voice = job["voice"].split(":", 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            audio = other_synth.say(engine, voice, job["text"], Path(scratch))
+        except (subprocess.SubprocessError, AudioError, OSError):  # can't say it: silence, which the layout skips
+            audio = np.zeros(1, np.float32)
+    return {"audio": audio, "span": None}
 
 
 def make(args) -> None:
@@ -74,7 +102,10 @@ def make(args) -> None:
         sys.exit(f"quiet_hour: no noise files in {cfg.dataset_dir / '_background_noise_'}: run the demo first, give "
                  "its config (and --set), or pass --no-noise")
     variants = cfg.synth.variants or Espeak().variants()
-    if args.voices == "accents":
+    if args.voices == "other":
+        voices = [f"{engine}:{voice}" for engine, voice, group in other_synth.VOICES
+                  if group == "english" and (engine, voice) in other_synth.installed_voices()]
+    elif args.voices == "accents":
         voices = [f"{accent}+{v}" for accent in UNSEEN_ACCENTS
                   for v in rng.choice(variants, VARIANTS_PER_ACCENT, replace=False)]
     else:
@@ -82,9 +113,10 @@ def make(args) -> None:
     pieces = long_audio.plan_quiet(rng, voices, minutes=args.minutes, command_minutes=args.command_minutes,
                                    sample_rate=sr, words=VOCABULARIES[args.words])
     spoken = [p for p in pieces if p["kind"] == "speech"]
+    render = render_other if args.voices == "other" else long_audio._render
     with multiprocessing.get_context("spawn").Pool(cfg.features.workers or None,
                                                    initializer=long_audio._init_worker) as pool:
-        rendered = dict(zip(map(id, spoken), tqdm(pool.imap(long_audio._render, spoken, chunksize=4), total=len(spoken),
+        rendered = dict(zip(map(id, spoken), tqdm(pool.imap(render, spoken, chunksize=4), total=len(spoken),
                                                   desc="quiet hour", unit="piece", leave=False)))
     total = int(args.minutes * 60 * sr)
     speech, events, at, skipped = np.zeros(total, np.float32), [], int(0.5 * sr), 0
@@ -170,7 +202,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("make", help="write HOUR.wav and HOUR.json")
     m.add_argument("--out", required=True, help="path without suffix")
-    m.add_argument("--voices", choices=("accents", "test"), default="accents")
+    m.add_argument("--voices", choices=("accents", "test", "other"), default="accents")
+    m.add_argument("--other", help="the other synthesizers' set (scripts/make_other_synth_set.py), for --voices other")
     m.add_argument("--unseen", help="the unseen-voice set (scripts/make_unseen_voices.py), for --voices accents")
     m.add_argument("--seed", type=int, default=77)
     m.add_argument("--words", choices=tuple(VOCABULARIES), default="base",
