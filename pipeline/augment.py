@@ -111,14 +111,14 @@ def speed_perturb(audio: np.ndarray, *, factor: float, sample_rate: int) -> np.n
     import soxr  # librosa's resampler
 
     out = soxr.resample(audio, sample_rate * factor, sample_rate, quality="MQ").astype(np.float32)
-    return _centre_fit(out, len(audio))
+    return centre_fit(out, len(audio))
 
 
 def time_stretch(audio: np.ndarray, *, rate: float) -> np.ndarray:
     """Play ``rate`` times faster with the pitch kept, centre-cropped or padded back to [S]: other voices talk
     faster or slower without a higher or lower voice, and pitch and tempo tools leave a phase vocoder's sound on
     a recording. ~3.5 ms (measured with other work on the machine)."""
-    return _centre_fit(_stretched(audio, rate), len(audio))
+    return centre_fit(_stretched(audio, rate), len(audio))
 
 
 def pitch_shift(audio: np.ndarray, *, semitones: float, sample_rate: int) -> np.ndarray:
@@ -128,7 +128,7 @@ def pitch_shift(audio: np.ndarray, *, semitones: float, sample_rate: int) -> np.
 
     ratio = 2.0 ** (semitones / 12)
     out = soxr.resample(_stretched(audio, 1 / ratio), sample_rate * ratio, sample_rate, quality="MQ")
-    return _centre_fit(out.astype(np.float32), len(audio))
+    return centre_fit(out.astype(np.float32), len(audio))
 
 
 def _stretched(audio: np.ndarray, rate: float, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -250,7 +250,7 @@ def add_noise(audio: np.ndarray, *, rng: np.random.Generator, noise: list[np.nda
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def _centre_fit(audio: np.ndarray, length: int) -> np.ndarray:
+def centre_fit(audio: np.ndarray, length: int) -> np.ndarray:
     """Crop or zero-pad equally on both sides to ``length`` samples."""
     if len(audio) >= length:
         start = (len(audio) - length) // 2

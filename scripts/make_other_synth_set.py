@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.audio import AudioError, load_audio, write_wav  # noqa: E402
+from pipeline.augment import centre_fit  # noqa: E402
 from pipeline.config import COMMAND_WORDS, UNKNOWN_LABEL  # noqa: E402
 from pipeline.unseen_voices import UNSEEN_UNKNOWN_WORDS  # noqa: E402
 
@@ -91,14 +92,7 @@ def shifted(audio: np.ndarray, tempo: float, semitones: float) -> np.ndarray:
 
 def clip(audio: np.ndarray) -> np.ndarray:
     """Centred in 1 s (the middle second of a longer word), peak at 0.5."""
-    audio = audio / max(float(np.abs(audio).max()), 1e-6) * 0.5
-    if len(audio) >= SAMPLE_RATE:
-        start = (len(audio) - SAMPLE_RATE) // 2
-        return audio[start:start + SAMPLE_RATE].astype(np.float32)
-    out = np.zeros(SAMPLE_RATE, np.float32)
-    at = (SAMPLE_RATE - len(audio)) // 2
-    out[at:at + len(audio)] = audio
-    return out
+    return centre_fit(audio / max(float(np.abs(audio).max()), 1e-6) * 0.5, SAMPLE_RATE).astype(np.float32)
 
 
 def build(out: Path) -> dict:

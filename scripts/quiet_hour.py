@@ -48,19 +48,22 @@ import make_other_synth_set as other_synth  # noqa: E402
 VARIANTS_PER_ACCENT = 4
 
 
+def set_commands(folder: str | None, csv_name: str, need: str, maker: str) -> list[tuple[Path, str]]:
+    """The command clips of a scoring set's ``csv_name`` (``path,label``, paths relative to ``folder``)."""
+    if not folder or not (Path(folder) / csv_name).is_file():
+        sys.exit(f"quiet_hour: {need} with {csv_name} ({maker})")
+    root = Path(folder)
+    rows = [line.split(",") for line in (root / csv_name).read_text().split()[1:]]
+    return [(root / path, label) for path, label in rows if label in COMMAND_WORDS]
+
+
 def command_clips(args, cfg) -> list[tuple[Path, str]]:
     if args.voices == "other":
-        if not args.other or not (Path(args.other) / "english.csv").is_file():
-            sys.exit("quiet_hour: --voices other needs --other DIR with english.csv (scripts/make_other_synth_set.py)")
-        root = Path(args.other)
-        rows = [line.split(",") for line in (root / "english.csv").read_text().split()[1:]]
-        return [(root / path, label) for path, label in rows if label in COMMAND_WORDS]
+        return set_commands(args.other, "english.csv", "--voices other needs --other DIR",
+                            "scripts/make_other_synth_set.py")
     if args.voices == "accents":
-        if not args.unseen or not (Path(args.unseen) / "accents.csv").is_file():
-            sys.exit("quiet_hour: --voices accents needs --unseen DIR with accents.csv (scripts/make_unseen_voices.py)")
-        root = Path(args.unseen)
-        rows = [line.split(",") for line in (root / "accents.csv").read_text().split()[1:]]
-        return [(root / path, label) for path, label in rows if label in COMMAND_WORDS]
+        return set_commands(args.unseen, "accents.csv", "--voices accents needs --unseen DIR",
+                            "scripts/make_unseen_voices.py")
     from pipeline.dataset import read_rows
 
     if not (cfg.prepared_dir / "test.csv").is_file():
@@ -103,8 +106,9 @@ def make(args) -> None:
                  "its config (and --set), or pass --no-noise")
     variants = cfg.synth.variants or Espeak().variants()
     if args.voices == "other":
+        installed = other_synth.installed_voices()  # asks flite and the file system once
         voices = [f"{engine}:{voice}" for engine, voice, group in other_synth.VOICES
-                  if group == "english" and (engine, voice) in other_synth.installed_voices()]
+                  if group == "english" and (engine, voice) in installed]
     elif args.voices == "accents":
         voices = [f"{accent}+{v}" for accent in UNSEEN_ACCENTS
                   for v in rng.choice(variants, VARIANTS_PER_ACCENT, replace=False)]
