@@ -60,8 +60,11 @@ DEMO_UNKNOWN_WORDS = ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "
 
 # Keys that change how fast a result is computed, not the result: changing them re-runs nothing.
 NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
-# SpecAugment's masks are drawn in the training input pipeline, not in the feature cache: they re-run train, not features
-SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width")
+# SpecAugment's masks and the log-mel voice warp and EQ are drawn in the training input pipeline, not in the
+# feature cache: they re-run train, not features
+SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width",
+                     "augment.mel_warp_probability", "augment.mel_warp_alpha", "augment.mel_eq_probability",
+                     "augment.mel_eq_db")
 TRAIN_KEYS = ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS  # what the train stage's result depends on
 LONG_AUDIO_VERSION = 4  # bump when pipeline/long_audio.py makes different recordings from the same config
 SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
@@ -194,6 +197,12 @@ class AugmentConfig:
     freq_mask_width: int = 5  # max mel bins per mask
     time_masks: int = 2
     time_mask_width: int = 10  # max frames per mask
+    # Voice warp and EQ on the log-mel, drawn per example in every epoch like the masks (pipeline/mel_augment.py):
+    # more voices per clip than the cached copies hold. Off at probability 0, the default
+    mel_warp_probability: float = 0.0  # the mel axis read at f / alpha: formants moved, as VTLP does
+    mel_warp_alpha: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    mel_eq_probability: float = 0.0  # a smooth random curve across the bands (sum of 4 cosines)
+    mel_eq_db: float = 6.0  # its largest reach, +-dB
     # Voice and room augmentation (pipeline/augment.py, docs/augmentation.md), applied to the cached copies
     # after the time shift and noise mix. Each is off at probability 0, the default, so a config without
     # these keys computes the features it did before. Ranges are [low, high], drawn uniformly per clip.
@@ -611,16 +620,17 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")
     a = cfg.augment
-    for name in ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain"):
+    for name in ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain", "mel_warp", "mel_eq"):
         key = f"{name}_probability"
         require(0 <= getattr(a, key) <= 1, f"augment.{key}", getattr(a, key), "0..1")
     for key, low, high in (("speed_factor", 0.5, 2.0), ("stretch_rate", 0.5, 2.0), ("pitch_semitones", -12.0, 12.0),
-                           ("vtlp_alpha", 0.7, 1.4), ("tilt_db_per_octave", -12.0, 12.0),
+                           ("vtlp_alpha", 0.7, 1.4), ("mel_warp_alpha", 0.7, 1.4), ("tilt_db_per_octave", -12.0, 12.0),
                            ("reverb_rt60_s", 0.05, 3.0), ("reverb_drr_db", -20.0, 40.0), ("noise_snr_db", -20.0, 60.0),
                            ("gain_db", -40.0, 40.0)):
         value = getattr(a, key)
         if value is not None:
             ok = len(value) == 2 and low <= value[0] <= value[1] <= high
             require(ok, f"augment.{key}", value, f"[low, high] with {low} <= low <= high <= {high}")
+    require(0 <= a.mel_eq_db <= 20, "augment.mel_eq_db", a.mel_eq_db, "0..20")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")

@@ -100,15 +100,13 @@ def bench_train(cfg: Config, *, batches: int, repeats: int) -> dict:
 
     from pipeline.dataset import load_split, load_stats
     from pipeline.model import build_from_config
-    from pipeline.stages.train import make_dataset
+    from pipeline.stages.train import make_dataset, training_augment
 
     stats = load_stats(cfg.features_dir)
     feats, labels, rows = load_split(cfg.features_dir, "train")
     batch = cfg.train.batch_size
     n = min(len(labels), batch * batches)
-    a = cfg.augment
-    augment = {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
-               "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
+    augment = training_augment(cfg)
 
     def compiled():
         model = build_from_config(cfg, stats, one_tower=True)  # what a training step trains

@@ -65,6 +65,10 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
     ds = ds.batch(batch_size)
     ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.float32, tf.int32]), num_parallel_calls=1)
     ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, frames, mels]), tf.one_hot(tf.ensure_shape(y, [None]), num_classes)))
+    augment = dict(augment or {})
+    voice = augment.pop("mel", None)
+    if training and voice is not None:
+        ds = ds.map(lambda x, y: (voice(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         from pipeline.specaugment import spec_augment
 
@@ -72,6 +76,16 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
         ds = ds.unbatch().map(lambda x, y: (spec_augment(x, fill=fill, **augment), y),
                               num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def training_augment(cfg: Config) -> dict:
+    """What ``make_dataset`` draws per example and epoch: SpecAugment's masks, and under "mel" the voice
+    warp and EQ on the log-mel (pipeline/mel_augment.py; None when off)."""
+    from pipeline.mel_augment import MelAugment
+
+    a = cfg.augment
+    return {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
+            "time_masks": a.time_masks, "time_mask_width": a.time_mask_width, "mel": MelAugment.from_config(cfg)}
 
 
 def mine_hard_negatives(model, cfg: Config, labels: list[str], *, chunk: int = 2048) -> tuple[np.ndarray, int]:
@@ -370,9 +384,7 @@ def run(cfg: Config) -> Path:
 
     x_train, y_train, rows_train = load_split(cfg.features_dir, "train")
     x_val, y_val, rows_val = load_split(cfg.features_dir, "validation")
-    a = cfg.augment
-    augment = {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
-               "time_masks": a.time_masks, "time_mask_width": a.time_mask_width}
+    augment = training_augment(cfg)
     strategy = strategy_for(t.distribute)
     val_ds = make_dataset(x_val, y_val, rows_val, num_classes=len(labels), batch_size=256, training=False, seed=cfg.run.seed)
     resolver = getattr(strategy, "cluster_resolver", None)

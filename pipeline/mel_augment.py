@@ -1,0 +1,87 @@
+"""Voice augmentations on the log-mel features, drawn anew for every example in every epoch.
+
+The waveform augmentations (pipeline/augment.py) run once, offline, into the feature cache: with
+``augment.copies: 1`` each training clip has two versions, so a clip meets the same one or two voices in
+every epoch. These run in the training input pipeline instead, like SpecAugment, and cost next to nothing:
+
+- **mel warp** (``augment.mel_warp_*``): the mel axis read at frequencies scaled by a factor alpha, as if
+  the vocal tract were 1/alpha as long (VTLP on the features: every formant moves by alpha).
+- **mel EQ** (``augment.mel_eq_*``): a smooth random curve, up to ``mel_eq_db`` dB, added across the mel
+  bands: another microphone, room colouring or voice quality (a linear filter is a sum in dB).
+
+Both work on the raw dB log-mel, before the model's normalization.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WARP_STEPS = 33  # alphas on a grid: one interpolation matrix each, picked at random per example
+EQ_TERMS = 4  # cosines across the mel axis: slow curves (tilt, a broad bump or dip), not single bands
+
+
+def mel_centres(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Centre frequency (Hz) of each band of librosa's Slaney mel filter bank."""
+    import librosa
+
+    return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
+
+
+def warp_matrices(n_mels: int, fmin: float, fmax: float, alpha: tuple[float, float],
+                  steps: int = WARP_STEPS) -> np.ndarray:
+    """float32 [steps, n_mels, n_mels]: ``x @ W[k]`` reads band b of a [frames, n_mels] log-mel at the
+    frequency centre_b / alpha_k (linear interpolation between bands, the edge bands held)."""
+    centres = mel_centres(n_mels, fmin, fmax)
+    matrices = np.zeros((steps, n_mels, n_mels), np.float32)
+    for k, a in enumerate(np.linspace(alpha[0], alpha[1], steps)):
+        source = np.interp(centres / a, centres, np.arange(n_mels))  # fractional band index, clamped at the edges
+        low = np.floor(source).astype(int)
+        high = np.minimum(low + 1, n_mels - 1)
+        frac = (source - low).astype(np.float32)
+        matrices[k, low, np.arange(n_mels)] += 1 - frac
+        matrices[k, high, np.arange(n_mels)] += frac
+    return matrices
+
+
+def eq_basis(n_mels: int, terms: int = EQ_TERMS) -> np.ndarray:
+    """float32 [terms, n_mels]: cosines of 1..terms half-periods across the mel axis."""
+    bands = (np.arange(n_mels) + 0.5) / n_mels
+    return np.stack([np.cos(np.pi * (k + 1) * bands) for k in range(terms)]).astype(np.float32)
+
+
+class MelAugment:
+    """The in-pipeline voice augmentations of one config; ``None`` from ``from_config`` when both are off."""
+
+    def __init__(self, *, n_mels: int, fmin: float, fmax: float, warp_probability: float,
+                 warp_alpha: tuple[float, float], eq_probability: float, eq_db: float):
+        self.warp_probability = warp_probability
+        self.eq_probability = eq_probability
+        self.eq_db = eq_db
+        self.matrices = warp_matrices(n_mels, fmin, fmax, tuple(warp_alpha))
+        self.basis = eq_basis(n_mels)
+
+    @classmethod
+    def from_config(cls, cfg) -> "MelAugment | None":
+        a, f = cfg.augment, cfg.features
+        if a.mel_warp_probability <= 0 and a.mel_eq_probability <= 0:
+            return None
+        return cls(n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, warp_probability=a.mel_warp_probability,
+                   warp_alpha=a.mel_warp_alpha, eq_probability=a.mel_eq_probability, eq_db=a.mel_eq_db)
+
+    def __call__(self, x):
+        """x: float32 [batch, frames, n_mels] dB log-mel -> the same shape, each example its own draw."""
+        import tensorflow as tf
+
+        batch = tf.shape(x)[0]
+        if self.warp_probability > 0:
+            pick = tf.random.uniform([batch], 0, len(self.matrices), dtype=tf.int32)
+            warped = tf.einsum("btm,bmn->btn", x, tf.gather(tf.constant(self.matrices), pick))
+            on = tf.random.uniform([batch, 1, 1]) < self.warp_probability
+            x = tf.where(on, warped, x)
+        if self.eq_probability > 0:
+            weights = tf.random.uniform([batch, len(self.basis)], -1.0, 1.0)
+            curve = tf.matmul(weights, tf.constant(self.basis))  # [batch, n_mels]
+            peak = tf.reduce_max(tf.abs(curve), axis=1, keepdims=True) + 1e-6
+            depth = tf.random.uniform([batch, 1], 0.0, self.eq_db)  # how far the curve reaches, in dB
+            on = tf.cast(tf.random.uniform([batch, 1]) < self.eq_probability, tf.float32)
+            x = x + (on * depth * curve / peak)[:, None, :]
+        return x

@@ -1,0 +1,77 @@
+"""pipeline/mel_augment.py: the log-mel voice warp moves a tone's band as a tone at alpha x the frequency
+would sit, the EQ stays within its reach and is smooth, both are off at probability 0, and the keys re-run
+train, not features."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.config import ConfigError, load_config
+from pipeline.feature_spec import FeatureSpec, logmel
+from pipeline.mel_augment import MelAugment, eq_basis, warp_matrices
+
+SR = 16000
+SPEC = FeatureSpec(sample_rate=SR, clip_samples=SR, n_fft=512, win_length=400, hop_length=320, n_mels=40,
+                   fmin=20.0, fmax=7600.0)
+
+
+def tone(freq: float) -> np.ndarray:
+    t = np.arange(SR) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def augmenter(**kw) -> MelAugment:
+    args = dict(n_mels=SPEC.n_mels, fmin=SPEC.fmin, fmax=SPEC.fmax, warp_probability=0.0, warp_alpha=(0.85, 1.15),
+                eq_probability=0.0, eq_db=6.0)
+    return MelAugment(**{**args, **kw})
+
+
+def test_alpha_one_is_the_identity():
+    x = logmel(tone(700.0)[None], SPEC)[0]
+    (identity,) = warp_matrices(SPEC.n_mels, SPEC.fmin, SPEC.fmax, (1.0, 1.0), steps=1)
+    np.testing.assert_allclose(x @ identity, x, atol=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [0.85, 1.15])
+def test_warp_puts_a_tone_where_a_tone_at_alpha_times_the_frequency_lies(alpha):
+    freq = 1200.0
+    (warp,) = warp_matrices(SPEC.n_mels, SPEC.fmin, SPEC.fmax, (alpha, alpha), steps=1)
+    warped = (logmel(tone(freq)[None], SPEC)[0] @ warp).mean(axis=0)
+    target = logmel(tone(alpha * freq)[None], SPEC)[0].mean(axis=0)
+    original = logmel(tone(freq)[None], SPEC)[0].mean(axis=0)
+    assert np.argmax(warped) == np.argmax(target) != np.argmax(original)
+
+
+def test_eq_stays_within_its_reach_and_is_smooth():
+    x = tf.zeros([256, 51, SPEC.n_mels])
+    out = augmenter(eq_probability=1.0, eq_db=6.0)(x).numpy()
+    assert np.abs(out).max() <= 6.0 + 1e-4
+    assert np.abs(out).max() > 3.0  # it reaches far in some examples
+    assert np.ptp(out, axis=1).max() < 1e-5  # one curve for every frame of an example
+    # slow curves: neighbouring bands differ by a small share of the reach (4 cosines over 40 bands)
+    assert np.abs(np.diff(out[:, 0], axis=1)).max() < 6.0 * np.pi * 4 / SPEC.n_mels
+    assert len(eq_basis(SPEC.n_mels)) == 4
+
+
+def test_each_example_gets_its_own_draw_and_probability_zero_is_off():
+    x = tf.constant(np.tile(logmel(tone(1000.0)[None], SPEC), (64, 1, 1)))
+    warped = augmenter(warp_probability=1.0)(x).numpy()
+    assert len({np.argmax(w.mean(axis=0)) for w in warped}) > 1
+    assert np.array_equal(augmenter()(x).numpy(), x.numpy())
+    half = augmenter(warp_probability=0.5, warp_alpha=(1.1, 1.15))(x).numpy()
+    changed = np.mean([not np.array_equal(h, x.numpy()[0]) for h in half])
+    assert 0.2 < changed < 0.8
+
+
+def test_keys_are_off_by_default_range_checked_and_rerun_train_not_features():
+    base = load_config(None, [])
+    on = load_config(None, ["augment.mel_warp_probability=0.5", "augment.mel_eq_probability=0.5"])
+    assert MelAugment.from_config(load_config(None, ["augment.mel_warp_probability=0",
+                                                     "augment.mel_eq_probability=0"])) is None
+    assert isinstance(MelAugment.from_config(on), MelAugment)
+    assert on.features_dir == base.features_dir  # the feature cache is kept
+    for setting, key in (("augment.mel_warp_alpha=[1.2, 0.9]", "augment.mel_warp_alpha"),
+                         ("augment.mel_eq_probability=2", "augment.mel_eq_probability"),
+                         ("augment.mel_eq_db=-1", "augment.mel_eq_db")):
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [setting])
+        assert key in str(e.value)
