@@ -63,8 +63,8 @@ NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
 # SpecAugment's masks and the log-mel voice warp and EQ are drawn in the training input pipeline, not in the
 # feature cache: they re-run train, not features
 SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width",
-                     "augment.mel_warp_probability", "augment.mel_warp_alpha", "augment.mel_eq_probability",
-                     "augment.mel_eq_db")
+                     "augment.mel_warp_probability", "augment.mel_warp_alpha", "augment.mel_blur_probability",
+                     "augment.mel_blur_bands", "augment.mel_eq_probability", "augment.mel_eq_db")
 TRAIN_KEYS = ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS  # what the train stage's result depends on
 LONG_AUDIO_VERSION = 4  # bump when pipeline/long_audio.py makes different recordings from the same config
 SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
@@ -201,6 +201,8 @@ class AugmentConfig:
     # more voices per clip than the cached copies hold. Off at probability 0, the default
     mel_warp_probability: float = 0.0  # the mel axis read at f / alpha: formants moved, as VTLP does
     mel_warp_alpha: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    mel_blur_probability: float = 0.0  # the bands smoothed across frequency: harmonics blurred, formants kept
+    mel_blur_bands: float = 1.5  # the Gaussian's largest sigma, in mel bands
     mel_eq_probability: float = 0.0  # a smooth random curve across the bands (sum of 4 cosines)
     mel_eq_db: float = 6.0  # its largest reach, +-dB
     # Voice and room augmentation (pipeline/augment.py, docs/augmentation.md), applied to the cached copies
@@ -620,7 +622,7 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")
     a = cfg.augment
-    for name in ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain", "mel_warp", "mel_eq"):
+    for name in ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain", "mel_warp", "mel_blur", "mel_eq"):
         key = f"{name}_probability"
         require(0 <= getattr(a, key) <= 1, f"augment.{key}", getattr(a, key), "0..1")
     for key, low, high in (("speed_factor", 0.5, 2.0), ("stretch_rate", 0.5, 2.0), ("pitch_semitones", -12.0, 12.0),
@@ -632,5 +634,6 @@ def _check_ranges(cfg: Config) -> None:
             ok = len(value) == 2 and low <= value[0] <= value[1] <= high
             require(ok, f"augment.{key}", value, f"[low, high] with {low} <= low <= high <= {high}")
     require(0 <= a.mel_eq_db <= 20, "augment.mel_eq_db", a.mel_eq_db, "0..20")
+    require(0 < a.mel_blur_bands <= 8, "augment.mel_blur_bands", a.mel_blur_bands, "0 < bands <= 8")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")

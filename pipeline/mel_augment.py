@@ -6,6 +6,9 @@ every epoch. These run in the training input pipeline instead, like SpecAugment,
 
 - **mel warp** (``augment.mel_warp_*``): the mel axis read at frequencies scaled by a factor alpha, as if
   the vocal tract were 1/alpha as long (VTLP on the features: every formant moves by alpha).
+- **mel blur** (``augment.mel_blur_*``): the bands smoothed across frequency by a Gaussian of up to
+  ``mel_blur_bands``: the voice's harmonics (resolved in the low bands) blurred, its formants kept, as if
+  the pitch and voice quality were unknown.
 - **mel EQ** (``augment.mel_eq_*``): a smooth random curve, up to ``mel_eq_db`` dB, added across the mel
   bands: another microphone, room colouring or voice quality (a linear filter is a sum in dB).
 
@@ -42,6 +45,17 @@ def warp_matrices(n_mels: int, fmin: float, fmax: float, alpha: tuple[float, flo
     return matrices
 
 
+def blur_matrices(n_mels: int, sigma: float, steps: int = WARP_STEPS) -> np.ndarray:
+    """float32 [steps, n_mels, n_mels]: ``x @ B[k]`` smooths a log-mel across the bands with a Gaussian of
+    sigma_k bands (0 to ``sigma``; each column sums to 1, so a flat spectrum stays flat)."""
+    bands = np.arange(n_mels)
+    matrices = np.zeros((steps, n_mels, n_mels), np.float32)
+    for k, s in enumerate(np.linspace(0.0, sigma, steps)):
+        weights = np.exp(-0.5 * ((bands[:, None] - bands[None, :]) / max(s, 1e-3)) ** 2)
+        matrices[k] = weights / weights.sum(axis=0, keepdims=True)
+    return matrices
+
+
 def eq_basis(n_mels: int, terms: int = EQ_TERMS) -> np.ndarray:
     """float32 [terms, n_mels]: cosines of 1..terms half-periods across the mel axis."""
     bands = (np.arange(n_mels) + 0.5) / n_mels
@@ -52,8 +66,11 @@ class MelAugment:
     """The in-pipeline voice augmentations of one config; ``None`` from ``from_config`` when both are off."""
 
     def __init__(self, *, n_mels: int, fmin: float, fmax: float, warp_probability: float,
-                 warp_alpha: tuple[float, float], eq_probability: float, eq_db: float):
+                 warp_alpha: tuple[float, float], eq_probability: float, eq_db: float,
+                 blur_probability: float = 0.0, blur_bands: float = 1.5):
         self.warp_probability = warp_probability
+        self.blur_probability = blur_probability
+        self.blurs = blur_matrices(n_mels, blur_bands)
         self.eq_probability = eq_probability
         self.eq_db = eq_db
         self.matrices = warp_matrices(n_mels, fmin, fmax, tuple(warp_alpha))
@@ -62,21 +79,27 @@ class MelAugment:
     @classmethod
     def from_config(cls, cfg) -> "MelAugment | None":
         a, f = cfg.augment, cfg.features
-        if a.mel_warp_probability <= 0 and a.mel_eq_probability <= 0:
+        if a.mel_warp_probability <= 0 and a.mel_eq_probability <= 0 and a.mel_blur_probability <= 0:
             return None
         return cls(n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, warp_probability=a.mel_warp_probability,
-                   warp_alpha=a.mel_warp_alpha, eq_probability=a.mel_eq_probability, eq_db=a.mel_eq_db)
+                   warp_alpha=a.mel_warp_alpha, eq_probability=a.mel_eq_probability, eq_db=a.mel_eq_db,
+                   blur_probability=a.mel_blur_probability, blur_bands=a.mel_blur_bands)
 
     def __call__(self, x):
         """x: float32 [batch, frames, n_mels] dB log-mel -> the same shape, each example its own draw."""
         import tensorflow as tf
 
         batch = tf.shape(x)[0]
+
+        def some(x, matrices, probability):  # each example through a random one of the matrices, or as it was
+            pick = tf.random.uniform([batch], 0, len(matrices), dtype=tf.int32)
+            changed = tf.einsum("btm,bmn->btn", x, tf.gather(tf.constant(matrices), pick))
+            return tf.where(tf.random.uniform([batch, 1, 1]) < probability, changed, x)
+
         if self.warp_probability > 0:
-            pick = tf.random.uniform([batch], 0, len(self.matrices), dtype=tf.int32)
-            warped = tf.einsum("btm,bmn->btn", x, tf.gather(tf.constant(self.matrices), pick))
-            on = tf.random.uniform([batch, 1, 1]) < self.warp_probability
-            x = tf.where(on, warped, x)
+            x = some(x, self.matrices, self.warp_probability)
+        if self.blur_probability > 0:
+            x = some(x, self.blurs, self.blur_probability)
         if self.eq_probability > 0:
             weights = tf.random.uniform([batch, len(self.basis)], -1.0, 1.0)
             curve = tf.matmul(weights, tf.constant(self.basis))  # [batch, n_mels]

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from pipeline.config import ConfigError, load_config
 from pipeline.feature_spec import FeatureSpec, logmel
-from pipeline.mel_augment import MelAugment, eq_basis, warp_matrices
+from pipeline.mel_augment import MelAugment, blur_matrices, eq_basis, warp_matrices
 
 SR = 16000
 SPEC = FeatureSpec(sample_rate=SR, clip_samples=SR, n_fft=512, win_length=400, hop_length=320, n_mels=40,
@@ -75,3 +75,15 @@ def test_keys_are_off_by_default_range_checked_and_rerun_train_not_features():
         with pytest.raises(ConfigError) as e:
             load_config(None, [setting])
         assert key in str(e.value)
+
+
+def test_blur_keeps_a_flat_spectrum_and_smooths_harmonics():
+    flat_blur = blur_matrices(SPEC.n_mels, 2.0, steps=2)[-1]  # sigma 2 bands
+    flat = np.full((51, SPEC.n_mels), -20.0, np.float32)
+    np.testing.assert_allclose(flat @ flat_blur, flat, atol=1e-4)
+    comb = logmel(sum(tone(250.0 * k) / k for k in range(1, 20))[None], SPEC)[0].mean(axis=0)
+    low = slice(2, 14)  # bands under ~1 kHz (~70 Hz apart), where 250-Hz harmonics are resolved
+    ripple = np.abs(np.diff(comb[low])).mean()
+    assert np.abs(np.diff((comb @ flat_blur)[low])).mean() < ripple / 2
+    (identity,) = blur_matrices(SPEC.n_mels, 2.0, steps=5)[:1]  # sigma 0: the first step changes nothing
+    np.testing.assert_allclose(comb @ identity, comb, atol=1e-4)
