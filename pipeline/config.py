@@ -139,6 +139,9 @@ class SynthConfig:
     # chance that a speaker also says a command word inside a carrier phrase ("say {} please"), cut out
     # at espeak's word timings: the word as it sounds in a sentence (coarticulation). One extra take; 0 = none
     phrase_take_probability: float = 0.0
+    # the same for training speakers only (accent speakers included), from a random stream of its own: the words
+    # as they sound in a sentence for training, while the held-out splits and every other clip stay as they were
+    training_phrase_take_probability: float = 0.0
     # whole carrier phrases per speaker (main voices), each with one command word and where espeak says it,
     # in _phrases_/ (spans.csv): training material for the continuous design's commands inside speech,
     # from carriers the always-on benchmark never uses (sentences.TRAINING_CARRIERS). 0 = none
@@ -621,6 +624,8 @@ def _check_ranges(cfg: Config) -> None:
     require(cfg.synth.phrases_per_speaker >= 0, "synth.phrases_per_speaker", cfg.synth.phrases_per_speaker, ">= 0")
     require(0 <= cfg.synth.phrase_take_probability <= 1, "synth.phrase_take_probability",
             cfg.synth.phrase_take_probability, "0..1")
+    require(0 <= cfg.synth.training_phrase_take_probability <= 1, "synth.training_phrase_take_probability",
+            cfg.synth.training_phrase_take_probability, "0..1")
     a = cfg.augment
     for name in ("speed", "stretch", "pitch", "vtlp", "tilt", "reverb", "gain", "mel_warp", "mel_blur", "mel_eq"):
         key = f"{name}_probability"

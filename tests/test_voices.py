@@ -126,6 +126,24 @@ def test_training_only_unknown_words_never_reach_the_held_out_splits(tmp_path):
     assert held_out_words & set(cfg.synth.unknown_words)
 
 
+def test_training_phrase_takes_go_to_training_speakers_only_and_leave_every_other_clip(tmp_path):
+    """synth.training_phrase_take_probability: training speakers also say commands cut out of a carrier phrase;
+    held-out speakers say none, and the plan's other clips are those of the plan without them."""
+    keys = ["synth.voices=[en]", "synth.accent_voices=[de]", "synth.accent_variants=2",
+            "task.validation_percentage=40", "task.testing_percentage=40"]
+    jobs, speakers = synth.plan_jobs(load_config(None, keys + ["synth.training_phrase_take_probability=1"]),
+                                     VARIANTS, tmp_path)
+    takes = [j for j in jobs if "keyword" in j]
+    training = {s["speaker"] for s in speakers if s["voice"] == "de"
+                or which_set(s["speaker"], validation_percentage=40, testing_percentage=40) == "training"}
+    assert 0 < len(training) < len(speakers)
+    assert len(takes) == len(COMMAND_WORDS) * len(training)  # every command of every training speaker, at 1
+    assert {j["path"].split("/")[1].split("_nohash_")[0] for j in takes} == training
+    assert all(j["keyword"] == j["word"] and j["word"] in j["text"] for j in takes)  # the word, in a phrase
+    plain, _ = synth.plan_jobs(load_config(None, keys), VARIANTS, tmp_path)
+    assert [j for j in jobs if j not in takes] == plain  # their own random stream
+
+
 def test_training_only_words_may_not_be_commands_or_held_out_words():
     with pytest.raises(ConfigError, match="training_unknown_words"):
         load_config(None, ["synth.training_unknown_per_speaker=1", "synth.training_unknown_words=[yes, mess]"])

@@ -143,6 +143,7 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
     phrase_rng = np.random.default_rng([cfg.run.seed, 7])  # its own stream: phrases leave every other clip alone
     word_rng = np.random.default_rng([cfg.run.seed, 8])  # the same for the training-only words
     speech_rng = np.random.default_rng([cfg.run.seed, 9])  # the same for the training speakers' wider vocabulary
+    take_rng = np.random.default_rng([cfg.run.seed, 10])  # the same for the training-only phrase takes
     jobs, speakers = [], []
     pairs = [(voice, variant) for voice in s.voices for variant in variants]
     for voice in s.accent_voices:  # a few random variants of each other-language voice
@@ -186,6 +187,10 @@ def plan_jobs(cfg: Config, variants: list[str], root: Path) -> tuple[list[dict],
                 jobs.append(_job_for(cfg, rng, root, word=str(word), voice=f"{voice}+{variant}",
                                      path=f"{word}/{spk}_nohash_{s.takes_per_word}.wav",
                                      keyword=str(word), **_in_carrier(carrier(rng, TRAINING_CARRIERS), word)))
+            if trains and word in COMMAND_WORDS and take_rng.random() < s.training_phrase_take_probability:
+                jobs.append(_job_for(cfg, take_rng, root, word=str(word), voice=f"{voice}+{variant}",
+                                     path=f"{word}/{spk}_nohash_{s.takes_per_word + 1}.wav",
+                                     keyword=str(word), **_in_carrier(carrier(take_rng, TRAINING_CARRIERS), word)))
     return jobs, speakers
 
 
