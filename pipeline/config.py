@@ -638,7 +638,7 @@ def _check_ranges(cfg: Config) -> None:
         if value is not None:
             ok = len(value) == 2 and low <= value[0] <= value[1] <= high
             require(ok, f"augment.{key}", value, f"[low, high] with {low} <= low <= high <= {high}")
-    require(0 <= a.mel_eq_db <= 20, "augment.mel_eq_db", a.mel_eq_db, "0..20")
+    require(0 <= a.mel_eq_db <= 40, "augment.mel_eq_db", a.mel_eq_db, "0..40")
     require(0 < a.mel_blur_bands <= 8, "augment.mel_blur_bands", a.mel_blur_bands, "0 < bands <= 8")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")
