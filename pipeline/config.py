@@ -64,7 +64,8 @@ NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
 # feature cache: they re-run train, not features
 SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width",
                      "augment.mel_warp_probability", "augment.mel_warp_alpha", "augment.mel_blur_probability",
-                     "augment.mel_blur_bands", "augment.mel_eq_probability", "augment.mel_eq_db")
+                     "augment.mel_blur_bands", "augment.mel_eq_probability", "augment.mel_eq_db",
+                     "augment.mel_eq_terms")
 TRAIN_KEYS = ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS  # what the train stage's result depends on
 LONG_AUDIO_VERSION = 4  # bump when pipeline/long_audio.py makes different recordings from the same config
 SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
@@ -206,8 +207,9 @@ class AugmentConfig:
     mel_warp_alpha: list[float] = field(default_factory=lambda: [0.85, 1.15])
     mel_blur_probability: float = 0.0  # the bands smoothed across frequency: harmonics blurred, formants kept
     mel_blur_bands: float = 1.5  # the Gaussian's largest sigma, in mel bands
-    mel_eq_probability: float = 0.0  # a smooth random curve across the bands (sum of 4 cosines)
+    mel_eq_probability: float = 0.0  # a smooth random curve across the bands (a sum of cosines)
     mel_eq_db: float = 6.0  # its largest reach, +-dB
+    mel_eq_terms: int = 4  # cosines of 1..terms half-periods across the bands: more = finer bumps and dips
     # Voice and room augmentation (pipeline/augment.py, docs/augmentation.md), applied to the cached copies
     # after the time shift and noise mix. Each is off at probability 0, the default, so a config without
     # these keys computes the features it did before. Ranges are [low, high], drawn uniformly per clip.
@@ -639,6 +641,7 @@ def _check_ranges(cfg: Config) -> None:
             ok = len(value) == 2 and low <= value[0] <= value[1] <= high
             require(ok, f"augment.{key}", value, f"[low, high] with {low} <= low <= high <= {high}")
     require(0 <= a.mel_eq_db <= 40, "augment.mel_eq_db", a.mel_eq_db, "0..40")
+    require(1 <= a.mel_eq_terms <= 16, "augment.mel_eq_terms", a.mel_eq_terms, "1..16")
     require(0 < a.mel_blur_bands <= 8, "augment.mel_blur_bands", a.mel_blur_bands, "0 < bands <= 8")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")

@@ -12,14 +12,13 @@ every epoch. These run in the training input pipeline instead, like SpecAugment,
 - **mel EQ** (``augment.mel_eq_*``): a smooth random curve, up to ``mel_eq_db`` dB, added across the mel
   bands: another microphone, room colouring or voice quality (a linear filter is a sum in dB).
 
-Both work on the raw dB log-mel, before the model's normalization.
+All three work on the raw dB log-mel, before the model's normalization.
 """
 from __future__ import annotations
 
 import numpy as np
 
 WARP_STEPS = 33  # alphas on a grid: one interpolation matrix each, picked at random per example
-EQ_TERMS = 4  # cosines across the mel axis: slow curves (tilt, a broad bump or dip), not single bands
 
 
 def mel_centres(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
@@ -56,7 +55,7 @@ def blur_matrices(n_mels: int, sigma: float, steps: int = WARP_STEPS) -> np.ndar
     return matrices
 
 
-def eq_basis(n_mels: int, terms: int = EQ_TERMS) -> np.ndarray:
+def eq_basis(n_mels: int, terms: int) -> np.ndarray:
     """float32 [terms, n_mels]: cosines of 1..terms half-periods across the mel axis."""
     bands = (np.arange(n_mels) + 0.5) / n_mels
     return np.stack([np.cos(np.pi * (k + 1) * bands) for k in range(terms)]).astype(np.float32)
@@ -67,14 +66,14 @@ class MelAugment:
 
     def __init__(self, *, n_mels: int, fmin: float, fmax: float, warp_probability: float,
                  warp_alpha: tuple[float, float], eq_probability: float, eq_db: float,
-                 blur_probability: float = 0.0, blur_bands: float = 1.5):
+                 blur_probability: float = 0.0, blur_bands: float = 1.5, eq_terms: int = 4):
         self.warp_probability = warp_probability
         self.blur_probability = blur_probability
         self.blurs = blur_matrices(n_mels, blur_bands)
         self.eq_probability = eq_probability
         self.eq_db = eq_db
         self.matrices = warp_matrices(n_mels, fmin, fmax, tuple(warp_alpha))
-        self.basis = eq_basis(n_mels)
+        self.basis = eq_basis(n_mels, eq_terms)
 
     @classmethod
     def from_config(cls, cfg) -> "MelAugment | None":
@@ -83,7 +82,8 @@ class MelAugment:
             return None
         return cls(n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, warp_probability=a.mel_warp_probability,
                    warp_alpha=a.mel_warp_alpha, eq_probability=a.mel_eq_probability, eq_db=a.mel_eq_db,
-                   blur_probability=a.mel_blur_probability, blur_bands=a.mel_blur_bands)
+                   blur_probability=a.mel_blur_probability, blur_bands=a.mel_blur_bands,
+                   eq_terms=a.mel_eq_terms)
 
     def __call__(self, x):
         """x: float32 [batch, frames, n_mels] dB log-mel -> the same shape, each example its own draw."""

@@ -49,7 +49,16 @@ def test_eq_stays_within_its_reach_and_is_smooth():
     assert np.ptp(out, axis=1).max() < 1e-5  # one curve for every frame of an example
     # slow curves: neighbouring bands differ by a small share of the reach (4 cosines over 40 bands)
     assert np.abs(np.diff(out[:, 0], axis=1)).max() < 6.0 * np.pi * 4 / SPEC.n_mels
-    assert len(eq_basis(SPEC.n_mels)) == 4
+    assert len(eq_basis(SPEC.n_mels, 4)) == 4
+
+
+def test_more_eq_terms_give_finer_curves():
+    x = tf.zeros([512, 2, SPEC.n_mels])
+    def turns(terms):  # how often a curve changes direction across the bands, on average
+        out = augmenter(eq_probability=1.0, eq_db=12.0, eq_terms=terms)(x).numpy()[:, 0]
+        return np.mean(np.sum(np.diff(np.sign(np.diff(out, axis=1)), axis=1) != 0, axis=1))
+    assert turns(1) == 0  # one half-period: a tilt, no bump
+    assert turns(12) > 2 * turns(4) > 0
 
 
 def test_each_example_gets_its_own_draw_and_probability_zero_is_off():
@@ -71,7 +80,8 @@ def test_keys_are_off_by_default_range_checked_and_rerun_train_not_features():
     assert on.features_dir == base.features_dir  # the feature cache is kept
     for setting, key in (("augment.mel_warp_alpha=[1.2, 0.9]", "augment.mel_warp_alpha"),
                          ("augment.mel_eq_probability=2", "augment.mel_eq_probability"),
-                         ("augment.mel_eq_db=-1", "augment.mel_eq_db")):
+                         ("augment.mel_eq_db=-1", "augment.mel_eq_db"),
+                         ("augment.mel_eq_terms=0", "augment.mel_eq_terms")):
         with pytest.raises(ConfigError) as e:
             load_config(None, [setting])
         assert key in str(e.value)
