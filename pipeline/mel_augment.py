@@ -65,8 +65,8 @@ class MelAugment:
     """The in-pipeline voice augmentations of one config; ``None`` from ``from_config`` when both are off."""
 
     def __init__(self, *, n_mels: int, fmin: float, fmax: float, warp_probability: float,
-                 warp_alpha: tuple[float, float], eq_probability: float, eq_db: float,
-                 blur_probability: float = 0.0, blur_bands: float = 1.5, eq_terms: int = 4):
+                 warp_alpha: tuple[float, float], eq_probability: float, eq_db: float, eq_terms: int,
+                 blur_probability: float, blur_bands: float):  # no defaults here: the config's are the ones
         self.warp_probability = warp_probability
         self.blur_probability = blur_probability
         self.blurs = blur_matrices(n_mels, blur_bands)

@@ -21,7 +21,7 @@ def tone(freq: float) -> np.ndarray:
 
 def augmenter(**kw) -> MelAugment:
     args = dict(n_mels=SPEC.n_mels, fmin=SPEC.fmin, fmax=SPEC.fmax, warp_probability=0.0, warp_alpha=(0.85, 1.15),
-                eq_probability=0.0, eq_db=6.0)
+                eq_probability=0.0, eq_db=6.0, eq_terms=4, blur_probability=0.0, blur_bands=1.5)
     return MelAugment(**{**args, **kw})
 
 
