@@ -299,6 +299,10 @@ class TrainConfig:
     # augmentations the 1-s clips get (augment.speed_*, vtlp_*, tilt_*, reverb_*, gain_*; each piece its own draw;
     # the sequences keep their own noise). The validation sequences stay clean. false = none
     continuous_augment: bool = False
+    # the 1-s training's log-mel augmentations (augment.mel_*: warp, blur, EQ) on the continuous sequences too, drawn
+    # anew for each chain in each epoch, one draw over its whole length (one microphone, one voice colouring). The
+    # validation sequences stay clean. false = none
+    continuous_mel_augment: bool = False
     # Hard negatives for the continuous design: after its epochs, the training speakers' running speech goes
     # through its never-reset state; each place where a keyword's frame score reaches the threshold gives this
     # many _unknown_ sequences around it, and training goes on over all sequences for this many epochs. 0 = off

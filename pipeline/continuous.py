@@ -11,7 +11,8 @@ resets (docs/always_on.md has the comparison that chose it):
    of a training speaker (synth ``_phrases_/``) in place of the clip, the command word inside running
    speech as people say it; with ``train.continuous_augment``, the word and the speech around it each through
    the 1-s clips' waveform augmentations (their own draws, so the layout stays); background noise at -5 to 30
-   dB SNR. Frame targets: nothing (weight 0) while the keyword is said and for ``train.continuous_confirm_s``
+   dB SNR; with ``train.continuous_mel_augment``, the log-mel augmentations of the 1-s training on each chain,
+   drawn anew each epoch. Frame targets: nothing (weight 0) while the keyword is said and for ``train.continuous_confirm_s``
    after it; then, if that time was clear of speech, the keyword for LABEL_S (weight
    ``train.continuous_keyword_weight``), and if speech went on, ``_unknown_``; ``_unknown_`` (``_silence_`` for
    silence rows) everywhere else.
@@ -317,7 +318,8 @@ def train_one(cfg, one_second, spec: FeatureSpec, labels: list[str], xyw: tuple,
     t0 = time.time()
     model = sequence_model(one_second)
     history = _fit(model, *chained(*xyw), validation, learning_rate=t.continuous_learning_rate,
-                   epochs=t.continuous_epochs, batch=batch, label_smoothing=t.continuous_label_smoothing)
+                   epochs=t.continuous_epochs, batch=batch, label_smoothing=t.continuous_label_smoothing,
+                   augment=mel_augment(cfg))
     report = {"train_s": round(time.time() - t0, 1), "loss": [round(float(v), 4) for v in history["loss"]],
               "frame_accuracy": [round(float(v), 4) for v in history["accuracy"]],
               "val_frame_accuracy": [round(float(v), 4) for v in history["val_accuracy"]]}
@@ -354,7 +356,7 @@ def tune_on_hard_negatives(cfg, model, spec: FeatureSpec, labels: list[str], spe
         history = _fit(model, *chained(x, y, w), validation,
                        learning_rate=t.continuous_learning_rate * HARD_NEGATIVE_LR_SCALE,
                        epochs=t.continuous_hard_negative_epochs, batch=batch,
-                       label_smoothing=t.continuous_label_smoothing)
+                       label_smoothing=t.continuous_label_smoothing, augment=mel_augment(cfg))
     return {"speech_hours": round(hours, 2), "threshold": t.continuous_hard_negative_threshold, "places": sum(places),
             "places_each_round": places, "sequences": int(len(x) - len(xyw[0])),
             "epochs": t.continuous_hard_negative_epochs,
@@ -405,15 +407,23 @@ def chain_sequences(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, pieces: int,
     return out, y, w
 
 
+def mel_augment(cfg):
+    """The log-mel augmentations for the continuous epochs (``train.continuous_mel_augment``), or None."""
+    from pipeline.mel_augment import MelAugment
+
+    return MelAugment.from_config(cfg) if cfg.train.continuous_mel_augment else None
+
+
 def _frame_db(frames: np.ndarray) -> np.ndarray:
     """Each log-mel frame's power in dB (its mel powers summed)."""
     return 10 * np.log10(np.sum(10 ** (frames.astype(np.float64) / 10), axis=1))
 
 
 def _fit(model, x, y, w, validation, *, learning_rate: float, epochs: int, batch: int,
-         label_smoothing: float = 0.0) -> dict:
+         label_smoothing: float = 0.0, augment=None) -> dict:
     """Frame-weighted training with a cosine-decayed Adam; the history's dict. ``label_smoothing`` > 0 trains
-    on one-hot targets smoothed by it (Keras' sparse loss has no smoothing)."""
+    on one-hot targets smoothed by it (Keras' sparse loss has no smoothing). ``augment``: a batch function on the
+    dB log-mel (pipeline/mel_augment.py, ``train.continuous_mel_augment``), drawn anew every epoch."""
     import keras
 
     loss = "sparse_categorical_crossentropy"
@@ -426,8 +436,15 @@ def _fit(model, x, y, w, validation, *, learning_rate: float, epochs: int, batch
         learning_rate, decay_steps=epochs * (len(x) // batch + 1), alpha=0.05)),
         loss=loss, weighted_metrics=["accuracy"],
         jit_compile=False)  # XLA on CPU: 2.5x slower over 250-frame sequences (51 against 21 s an epoch, demo)
-    return model.fit(x.astype(np.float32), y, sample_weight=w, epochs=epochs, batch_size=batch,
-                     validation_data=validation, verbose=2).history
+    if augment is None:
+        return model.fit(x.astype(np.float32), y, sample_weight=w, epochs=epochs, batch_size=batch,
+                         validation_data=validation, verbose=2).history
+    import tensorflow as tf
+
+    data = (tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y, w.astype(np.float32)))
+            .shuffle(len(x), reshuffle_each_iteration=True).batch(batch)
+            .map(lambda xb, yb, wb: (augment(xb), yb, wb)).prefetch(2))
+    return model.fit(data, epochs=epochs, validation_data=validation, shuffle=False, verbose=2).history  # shuffled above
 
 
 def one_hot_frames(targets: np.ndarray, classes: int) -> np.ndarray:

@@ -162,6 +162,39 @@ def test_continuous_training_loss_is_the_smoothed_frame_weighted_cross_entropy()
         assert abs(history["val_accuracy"][0] - accuracy) < 1e-5
 
 
+def test_continuous_training_learns_from_the_augmented_batches_and_validates_on_clean_ones():
+    """train.continuous_mel_augment: the epochs see each batch as ``augment`` leaves it. An augment that erases the
+    features leaves a Dense layer's kernel without a gradient (its bias alone learns), and the validation loss is
+    still the one of the clean sequences."""
+    import keras
+
+    from pipeline.config import load_config
+    from pipeline.continuous import _fit, mel_augment
+    from pipeline.mel_augment import MelAugment
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 7, 3)).astype(np.float32)
+    y = rng.integers(0, 4, size=(8, 7))
+    w = np.ones((8, 7), np.float32)
+    for erase in (False, True):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(shape=(None, 3))
+        dense = keras.layers.Dense(4, activation="softmax")
+        model = keras.Model(inputs, dense(inputs))
+        kernel, bias = (v.copy() for v in dense.get_weights())
+        history = _fit(model, x, y, w, (x, y, w), learning_rate=1e-2, epochs=2, batch=4,
+                       augment=(lambda batch: batch * 0.0) if erase else None)
+        assert np.allclose(dense.get_weights()[0], kernel) == erase
+        assert not np.allclose(dense.get_weights()[1], bias)
+        p = model.predict(x, verbose=0)
+        expected = np.mean(-np.log(np.take_along_axis(p, y[..., None], axis=-1)))
+        assert abs(history["val_loss"][-1] - expected) < 1e-5 * max(1.0, expected)
+
+    assert mel_augment(load_config(None, ["augment.mel_eq_probability=0.5"])) is None  # the key is off by default
+    assert isinstance(mel_augment(load_config(None, ["augment.mel_eq_probability=0.5",
+                                                    "train.continuous_mel_augment=true"])), MelAugment)
+
+
 def test_chained_sequences_keep_whole_pieces_and_a_floor_fills_only_the_quiet_frames():
     from pipeline.continuous import FLOOR_DB, _frame_db, chain_sequences
 
