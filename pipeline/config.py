@@ -65,7 +65,7 @@ NO_RESULT_KEYS = ("features.workers", "features.batch_size", "features.shard")
 SPEC_AUGMENT_KEYS = ("augment.freq_masks", "augment.freq_mask_width", "augment.time_masks", "augment.time_mask_width",
                      "augment.mel_warp_probability", "augment.mel_warp_alpha", "augment.mel_blur_probability",
                      "augment.mel_blur_bands", "augment.mel_eq_probability", "augment.mel_eq_db",
-                     "augment.mel_eq_terms")
+                     "augment.mel_eq_terms", "augment.mixup_alpha")
 TRAIN_KEYS = ("model", "train", "run.seed") + SPEC_AUGMENT_KEYS  # what the train stage's result depends on
 LONG_AUDIO_VERSION = 4  # bump when pipeline/long_audio.py makes different recordings from the same config
 SYNTH_VERSION = 2  # bump when the synth stage makes a different dataset from the same config (v2: accent voices)
@@ -210,6 +210,9 @@ class AugmentConfig:
     mel_eq_probability: float = 0.0  # a smooth random curve across the bands (a sum of cosines)
     mel_eq_db: float = 6.0  # its largest reach, +-dB
     mel_eq_terms: int = 4  # cosines of 1..terms half-periods across the bands: more = finer bumps and dips
+    # mixup: each training example blended with another of its batch, log-mels and labels alike, at a share
+    # drawn from Beta(alpha, alpha) (the example keeps the larger share). 0 = off
+    mixup_alpha: float = 0.0
     # Voice and room augmentation (pipeline/augment.py, docs/augmentation.md), applied to the cached copies
     # after the time shift and noise mix. Each is off at probability 0, the default, so a config without
     # these keys computes the features it did before. Ranges are [low, high], drawn uniformly per clip.
@@ -647,5 +650,6 @@ def _check_ranges(cfg: Config) -> None:
     require(0 <= a.mel_eq_db <= 40, "augment.mel_eq_db", a.mel_eq_db, "0..40")
     require(1 <= a.mel_eq_terms <= 16, "augment.mel_eq_terms", a.mel_eq_terms, "1..16")
     require(0 < a.mel_blur_bands <= 8, "augment.mel_blur_bands", a.mel_blur_bands, "0 < bands <= 8")
+    require(0 <= a.mixup_alpha <= 4, "augment.mixup_alpha", a.mixup_alpha, "0..4 (0 = off)")
     if cfg.dataset.source == "download":
         require(cfg.dataset.url is not None, "dataset.url", None, "a http(s)://, file:// URL or a path when dataset.source is download")

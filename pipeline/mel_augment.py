@@ -12,7 +12,8 @@ every epoch. These run in the training input pipeline instead, like SpecAugment,
 - **mel EQ** (``augment.mel_eq_*``): a smooth random curve, up to ``mel_eq_db`` dB, added across the mel
   bands: another microphone, room colouring or voice quality (a linear filter is a sum in dB).
 
-All three work on the raw dB log-mel, before the model's normalization.
+All three work on the raw dB log-mel, before the model's normalization. So does ``mixup`` (``augment.mixup_alpha``),
+which blends examples of a batch and their labels alike.
 """
 from __future__ import annotations
 
@@ -108,3 +109,19 @@ class MelAugment:
             on = tf.cast(tf.random.uniform([batch, 1]) < self.eq_probability, tf.float32)
             x = x + (on * depth * curve / peak)[:, None, :]
         return x
+
+
+def mixup(x, y, alpha: float):
+    """x float32 [batch, frames, n_mels], y float32 [batch, classes] -> each example blended with a random other
+    of the batch, features and labels at the same share: lambda ~ Beta(alpha, alpha), folded so that the example
+    keeps the larger share (``augment.mixup_alpha``; Zhang et al. 2018 mixed spectrograms of Speech Commands)."""
+    import tensorflow as tf
+
+    batch = tf.shape(x)[0]
+    a, b = tf.random.gamma([batch], alpha), tf.random.gamma([batch], alpha)
+    share = a / (a + b + 1e-12)
+    share = tf.maximum(share, 1.0 - share)
+    partner = tf.random.shuffle(tf.range(batch))
+    mixed_x = share[:, None, None] * x + (1.0 - share[:, None, None]) * tf.gather(x, partner)
+    mixed_y = share[:, None] * y + (1.0 - share[:, None]) * tf.gather(y, partner)
+    return mixed_x, mixed_y

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from pipeline.config import ConfigError, load_config
 from pipeline.feature_spec import FeatureSpec, logmel
-from pipeline.mel_augment import MelAugment, blur_matrices, eq_basis, warp_matrices
+from pipeline.mel_augment import MelAugment, blur_matrices, eq_basis, mixup, warp_matrices
 
 SR = 16000
 SPEC = FeatureSpec(sample_rate=SR, clip_samples=SR, n_fft=512, win_length=400, hop_length=320, n_mels=40,
@@ -78,10 +78,13 @@ def test_keys_are_off_by_default_range_checked_and_rerun_train_not_features():
                                                      "augment.mel_eq_probability=0"])) is None
     assert isinstance(MelAugment.from_config(on), MelAugment)
     assert on.features_dir == base.features_dir  # the feature cache is kept
+    assert load_config(None, ["augment.mixup_alpha=0.4"]).features_dir == base.features_dir
+    assert base.augment.mixup_alpha == 0
     for setting, key in (("augment.mel_warp_alpha=[1.2, 0.9]", "augment.mel_warp_alpha"),
                          ("augment.mel_eq_probability=2", "augment.mel_eq_probability"),
                          ("augment.mel_eq_db=-1", "augment.mel_eq_db"),
-                         ("augment.mel_eq_terms=0", "augment.mel_eq_terms")):
+                         ("augment.mel_eq_terms=0", "augment.mel_eq_terms"),
+                         ("augment.mixup_alpha=-0.1", "augment.mixup_alpha")):
         with pytest.raises(ConfigError) as e:
             load_config(None, [setting])
         assert key in str(e.value)
@@ -97,3 +100,19 @@ def test_blur_keeps_a_flat_spectrum_and_smooths_harmonics():
     assert np.abs(np.diff((comb @ flat_blur)[low])).mean() < ripple / 2
     (identity,) = blur_matrices(SPEC.n_mels, 2.0, steps=5)[:1]  # sigma 0: the first step changes nothing
     np.testing.assert_allclose(comb @ identity, comb, atol=1e-4)
+
+
+def test_mixup_blends_features_and_labels_at_one_share_the_example_keeping_the_larger():
+    """Example i is a constant log-mel of value i with the one-hot label i: after mixup, each example's features
+    are the label-weighted mean of the values, its labels still sum to 1, and its own label keeps >= half."""
+    tf.random.set_seed(0)
+    batch, classes = 64, 64
+    x = tf.constant(np.arange(batch, dtype=np.float32)[:, None, None] * np.ones((1, 5, 3), np.float32))
+    y = tf.one_hot(tf.range(batch), classes)
+    mixed_x, mixed_y = (t.numpy() for t in mixup(x, y, 0.4))
+    np.testing.assert_allclose(mixed_y.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(mixed_x, (mixed_y @ np.arange(classes, dtype=np.float32))[:, None, None]
+                               * np.ones((1, 5, 3)), atol=1e-4)
+    own = mixed_y[np.arange(batch), np.arange(batch)]
+    assert np.all(own >= 0.5 - 1e-6)
+    assert np.sum(own < 0.95) > batch // 8  # Beta(0.4, 0.4) folded: a good share of real blends

@@ -68,8 +68,13 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
     ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, frames, mels]), tf.one_hot(tf.ensure_shape(y, [None]), num_classes)))
     augment = dict(augment or {})
     voice = augment.pop("mel", None)
+    mixup_alpha = augment.pop("mixup_alpha", 0.0)
     if training and voice is not None:
         ds = ds.map(lambda x, y: (voice(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and mixup_alpha > 0:
+        from pipeline.mel_augment import mixup
+
+        ds = ds.map(lambda x, y: mixup(x, y, mixup_alpha), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         from pipeline.specaugment import spec_augment
 
@@ -80,13 +85,14 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
 
 
 def training_augment(cfg: Config) -> dict:
-    """What ``make_dataset`` draws per example and epoch: SpecAugment's masks, and under "mel" the voice
-    warp and EQ on the log-mel (pipeline/mel_augment.py; None when off)."""
+    """What ``make_dataset`` draws per example and epoch: SpecAugment's masks, under "mel" the voice
+    warp and EQ on the log-mel (pipeline/mel_augment.py; None when off), and mixup's alpha (0 = off)."""
     from pipeline.mel_augment import MelAugment
 
     a = cfg.augment
     return {"freq_masks": a.freq_masks, "freq_mask_width": a.freq_mask_width,
-            "time_masks": a.time_masks, "time_mask_width": a.time_mask_width, "mel": MelAugment.from_config(cfg)}
+            "time_masks": a.time_masks, "time_mask_width": a.time_mask_width, "mel": MelAugment.from_config(cfg),
+            "mixup_alpha": a.mixup_alpha}
 
 
 def mine_hard_negatives(model, cfg: Config, labels: list[str], *, chunk: int = 2048) -> tuple[np.ndarray, int]:
