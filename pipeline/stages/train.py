@@ -35,7 +35,8 @@ def make_dataset(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, 
     """tf.data over cached features [versions, N, T, M] (rows[i] holds labels[i]) -> (float32 [B, T, M], one-hot [B, C]).
 
     When training: reshuffled each epoch, one random cached version per clip, then ``augment`` (``training_augment``):
-    the log-mel voice augmentations under "mel" on each batch, and SpecAugment's masks per example.
+    the log-mel voice augmentations under "mel" on each batch, mixup (``mixup_alpha``), and SpecAugment's masks per
+    example.
     ``extra``: (features [E, T, M], labels [E]) of examples with one version (mined hard negatives),
     drawn alongside the cache's.
     ``endless`` (training only): the epochs follow one another in one iterator, so ``fit`` needs
