@@ -115,16 +115,22 @@ def extract_batch(job: dict) -> dict:
             "ok": ok, "failures": failures}
 
 
+def augment_options(cfg: Config) -> dict:
+    """``augment_clip``'s keyword arguments (all but the clip's own) for the augmented copies of this config."""
+    noise_dir = cfg.dataset_dir / "_background_noise_"
+    a = cfg.augment
+    return {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability, "noise_volume": a.noise_volume,
+            "noise_files": sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else [],
+            "params": AugmentParams.from_config(a), "context_probability": a.context_probability,
+            "context_files": training_speech(cfg) if a.context_probability > 0 else []}
+
+
 def _extract(cfg: Config, spec: FeatureSpec, rows: dict, ranges: dict, out: Path) -> dict:
     """Features of rows[split][lo:hi] for every split into ``out`` (arrays as in the module docstring).
     Returns the partial statistics: per-mel sums over clean train frames, counts, failures."""
     label_index = {label: i for i, label in enumerate(cfg.labels)}
-    noise_dir = cfg.dataset_dir / "_background_noise_"
     a = cfg.augment
-    augment = {"time_shift_ms": a.time_shift_ms, "noise_probability": a.noise_probability, "noise_volume": a.noise_volume,
-               "noise_files": sorted(str(p) for p in noise_dir.glob("*.wav")) if noise_dir.is_dir() else [],
-               "params": AugmentParams.from_config(a), "context_probability": a.context_probability,
-               "context_files": training_speech(cfg) if a.context_probability > 0 else []}
+    augment = augment_options(cfg)
     arrays, valid, jobs = {}, {}, []
     for split in SPLITS:
         lo, hi = ranges[split]
