@@ -23,6 +23,7 @@ them labelled ``_unknown_``), by scaling its ``_unknown_`` score: a model can bu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import sys
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.audio import load_audio  # noqa: E402
+from pipeline.audio import AudioError, load_audio  # noqa: E402
 from pipeline.commands.predict import Predictor, loudest_window  # noqa: E402
 from pipeline.commands.score import collect, label_mapping  # noqa: E402
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, load_config  # noqa: E402
@@ -48,7 +49,7 @@ PAD_S = 0.25  # silence on each side of a 1-s clip: 1.5 s give 9 embeddings, a w
 
 def keywords_at_rejection(scores: np.ndarray, y: np.ndarray, labels: list[str], rejection: float) -> float | None:
     """Keyword accuracy once the ``_unknown_`` score is scaled (the smallest scale on a log grid) until at least
-    ``rejection`` of the ``_unknown_`` clips are predicted ``_unknown_``; None without such clips."""
+    ``rejection`` of the ``_unknown_`` clips are predicted ``_unknown_``; None without new words or keywords."""
     unknown, silence = labels.index(UNKNOWN_LABEL), labels.index(SILENCE_LABEL)
     is_unknown, is_keyword = y == unknown, (y != unknown) & (y != silence)
     if not is_unknown.any() or not is_keyword.any():
@@ -63,6 +64,7 @@ def keywords_at_rejection(scores: np.ndarray, y: np.ndarray, labels: list[str], 
 
 
 def reading(scores: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
+    """A model's figures on one set: at its own decision, and at each of REJECTIONS."""
     unknown, silence = labels.index(UNKNOWN_LABEL), labels.index(SILENCE_LABEL)
     pred, is_unknown, is_keyword = scores.argmax(1), y == unknown, (y != unknown) & (y != silence)
     out = {"clips": int(len(y)), "accuracy": float((pred == y).mean()),
@@ -127,9 +129,19 @@ def set_audio(data: Path, spec: FeatureSpec, labels: list[str]) -> tuple[np.ndar
     rows, _ = collect(data)
     mapping = label_mapping([label for _, label in rows], labels)
     index = {label: i for i, label in enumerate(labels)}
-    clips = [loudest_window(load_audio(path, sample_rate=spec.sample_rate), spec.clip_samples, spec.hop_length)
-             for path, _ in tqdm(rows, desc=f"load {data.name}", unit="clip", leave=False)]
-    return np.stack(clips), np.array([index[mapping[label]] for _, label in rows], np.int32)
+    clips, y, unreadable = [], [], 0
+    for path, label in tqdm(rows, desc=f"load {data.name}", unit="clip", leave=False):
+        try:
+            audio = load_audio(path, sample_rate=spec.sample_rate)
+        except AudioError as e:  # skipped and counted, as ./run score does
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            unreadable += 1
+            continue
+        clips.append(loudest_window(audio, spec.clip_samples, spec.hop_length))
+        y.append(index[mapping[label]])
+    if unreadable:
+        print(f"{data}: {unreadable} of {len(rows)} files could not be read", file=sys.stderr)
+    return np.stack(clips), np.array(y, np.int32)
 
 
 def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, classes: int, seed: int):
@@ -167,26 +179,31 @@ def main() -> None:
     if own.labels != labels:
         raise SystemExit(f"{args.run}: its labels differ from the config's: give the run's --config and --set")
 
-    def embedded(name: str, load, keep_audio: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        cached = out / f"{name}.npz"  # the embeddings take most of the time: kept for reruns of the head
+    def embedded(name: str, source: str, load, keep_audio: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        # the embeddings take most of the time: kept for reruns of the head, under a name that says whose they are
+        cached = out / f"{name}_{hashlib.sha1(source.encode()).hexdigest()[:8]}.npz"
         if cached.exists():
             saved = np.load(cached)
             return saved["audio"] if keep_audio else None, saved["embedding"], saved["y"]
         audio, y = load()
         emb = embed(audio)
-        np.savez(out / f"{name}.partial.npz", audio=audio if keep_audio else np.zeros(0), embedding=emb, y=y)
-        (out / f"{name}.partial.npz").rename(cached)
+        partial = cached.with_suffix(".partial.npz")
+        np.savez(partial, audio=audio if keep_audio else np.zeros(0), embedding=emb, y=y)
+        partial.rename(cached)
         return audio, emb, y
 
-    _, x_train, y_train = embedded("train", lambda: split_audio(cfg, spec, "train", augmented=True), keep_audio=False)
-    _, x_val, y_val = embedded("validation", lambda: split_audio(cfg, spec, "validation", augmented=False), keep_audio=False)
+    data_key = f"{cfg.prepared_dir.resolve()} {cfg.section_hash('augment')}"
+    _, x_train, y_train = embedded("train", data_key, lambda: split_audio(cfg, spec, "train", augmented=True),
+                                   keep_audio=False)
+    _, x_val, y_val = embedded("validation", data_key, lambda: split_audio(cfg, spec, "validation", augmented=False),
+                               keep_audio=False)
     head = train_head(x_train, y_train, x_val, y_val, len(labels), args.seed)
 
-    sets = {"own test": lambda: split_audio(cfg, spec, "test", augmented=False)}
-    sets.update({Path(d).stem: (lambda d=d: set_audio(Path(d), spec, labels)) for d in args.data})
+    sets = {"own test": (data_key, lambda: split_audio(cfg, spec, "test", augmented=False))}
+    sets.update({Path(d).stem: (str(Path(d).resolve()), lambda d=d: set_audio(Path(d), spec, labels)) for d in args.data})
     results = {}
-    for name, load in sets.items():
-        audio, emb, y = embedded(name.replace(" ", "_"), load)
+    for name, (source, load) in sets.items():
+        audio, emb, y = embedded(name.replace(" ", "_"), source, load)
         head_scores = head.predict(emb, batch_size=512, verbose=0)
         own_scores = np.stack([own(clip.astype(np.float32)) for clip in audio])
         results[name] = {"log-mel model (the run's)": reading(own_scores, y, labels),
