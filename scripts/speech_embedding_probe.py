@@ -149,7 +149,11 @@ def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarra
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(x.shape[1:])
-    hidden = keras.layers.GRU(96)(keras.layers.Dropout(0.2)(inputs))
+    # each of the 96 numbers to zero mean and unit variance over the training rows: raw, they sit between -31 and +46
+    # with spreads of 6-11, which saturates the GRU's gates (a head on them found up to 14 points fewer keywords)
+    normalize = keras.layers.Normalization(axis=-1)
+    normalize.adapt(x.reshape(-1, x.shape[-1]))
+    hidden = keras.layers.GRU(96)(keras.layers.Dropout(0.2)(normalize(inputs)))
     outputs = keras.layers.Dense(classes, activation="softmax")(keras.layers.Dropout(0.3)(hidden))
     head = keras.Model(inputs, outputs)
     head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3),
