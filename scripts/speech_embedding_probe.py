@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.audio import AudioError, load_audio  # noqa: E402
 from pipeline.commands.predict import Predictor, loudest_window  # noqa: E402
-from pipeline.commands.score import collect, label_mapping  # noqa: E402
+from pipeline.commands.score import collect, label_mapping, summary  # noqa: E402
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, load_config  # noqa: E402
 from pipeline.dataset import load_clip, read_rows  # noqa: E402
 from pipeline.feature_spec import FeatureSpec  # noqa: E402
@@ -50,26 +50,23 @@ PAD_S = 0.25  # silence on each side of a 1-s clip: 1.5 s give 9 embeddings, a w
 def keywords_at_rejection(scores: np.ndarray, y: np.ndarray, labels: list[str], rejection: float) -> float | None:
     """Keyword accuracy once the ``_unknown_`` score is scaled (the smallest scale on a log grid) until at least
     ``rejection`` of the ``_unknown_`` clips are predicted ``_unknown_``; None without new words or keywords."""
-    unknown, silence = labels.index(UNKNOWN_LABEL), labels.index(SILENCE_LABEL)
-    is_unknown, is_keyword = y == unknown, (y != unknown) & (y != silence)
-    if not is_unknown.any() or not is_keyword.any():
-        return None
+    unknown = labels.index(UNKNOWN_LABEL)
     for scale in np.exp(np.linspace(-8.0, 8.0, 321)):
         scaled = scores.copy()
         scaled[:, unknown] *= scale
-        pred = scaled.argmax(1)
-        if (pred[is_unknown] == unknown).mean() >= rejection:
-            return float((pred[is_keyword] == y[is_keyword]).mean())
+        read = summary(y, scaled.argmax(1), labels)  # ./run score's figures
+        if read["keyword_accuracy"] is None or read["unknown_rejection"] is None:
+            return None
+        if read["unknown_rejection"] >= rejection:
+            return read["keyword_accuracy"]
     return None
 
 
 def reading(scores: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
-    """A model's figures on one set: at its own decision, and at each of REJECTIONS."""
-    unknown, silence = labels.index(UNKNOWN_LABEL), labels.index(SILENCE_LABEL)
-    pred, is_unknown, is_keyword = scores.argmax(1), y == unknown, (y != unknown) & (y != silence)
-    out = {"clips": int(len(y)), "accuracy": float((pred == y).mean()),
-           "keywords": float((pred[is_keyword] == y[is_keyword]).mean()) if is_keyword.any() else None,
-           "rejected": float((pred[is_unknown] == unknown).mean()) if is_unknown.any() else None}
+    """A model's figures on one set: at its own decision (as ``./run score`` gives them), and at each of REJECTIONS."""
+    read = summary(y, scores.argmax(1), labels)
+    out = {"clips": read["clips"], "accuracy": read["accuracy"], "keywords": read["keyword_accuracy"],
+           "rejected": read["unknown_rejection"]}
     out.update({f"keywords_at_{r}": keywords_at_rejection(scores, y, labels, r) for r in REJECTIONS})
     return out
 
