@@ -535,11 +535,13 @@ def stream_logmel(audio: np.ndarray, spec: FeatureSpec, *, frames_per_chunk: int
         yield feats[edge_hops:edge_hops + count]
 
 
-def continuous_scores(model, recordings: list[np.ndarray], spec: FeatureSpec) -> list[np.ndarray]:
+def continuous_scores(model, recordings: list[np.ndarray], spec: FeatureSpec, *,
+                      transform=None) -> list[np.ndarray]:
     """Per-frame scores [F, C] of each recording through its own GRU state, never reset (``model``: a
     ``sequence_model(..., stateful_batch=len(recordings))``). The recordings go through side by side, one
     batch row each, so an hour of each costs about what one does; a recording that ends first gets
-    zero frames after its end, which only its discarded rows see."""
+    zero frames after its end, which only its discarded rows see. ``transform`` (log-mel frames -> frames of
+    the same shape), if given, changes each chunk before the model hears it (scripts/warp_ensemble_probe.py)."""
     for layer in model.layers:
         if getattr(layer, "stateful", False):
             layer.reset_states()
@@ -552,7 +554,7 @@ def continuous_scores(model, recordings: list[np.ndarray], spec: FeatureSpec) ->
         batch = np.zeros((len(chunks), max(len(c) for c in chunks if c is not None), spec.n_mels), np.float32)
         for row, chunk in enumerate(chunks):
             if chunk is not None:
-                batch[row, :len(chunk)] = chunk
+                batch[row, :len(chunk)] = chunk if transform is None else transform(chunk)
         scores = np.asarray(model.predict_on_batch(batch))
         for row, chunk in enumerate(chunks):
             if chunk is not None:

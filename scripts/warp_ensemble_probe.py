@@ -21,6 +21,7 @@ Usage (from the repo root, after ./run demo and scripts/quiet_hour.py make ...):
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -59,34 +60,11 @@ def warped(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(power @ matrix.T, LOG_FLOOR))).astype(np.float32)
 
 
-def frame_scores(model, recordings: list[np.ndarray], spec: FeatureSpec, matrix: np.ndarray | None) -> list[np.ndarray]:
-    """continuous.continuous_scores, with each chunk of log-mel frames warped first."""
-    from pipeline.continuous import stream_logmel
-
-    for layer in model.layers:
-        if getattr(layer, "stateful", False):
-            layer.reset_states()
-    chunked = [stream_logmel(audio, spec) for audio in recordings]
-    out: list[list[np.ndarray]] = [[] for _ in recordings]
-    while True:
-        chunks = [next(frames, None) for frames in chunked]
-        if all(chunk is None for chunk in chunks):
-            return [np.concatenate(parts) for parts in out]
-        batch = np.zeros((len(chunks), max(len(c) for c in chunks if c is not None), spec.n_mels), np.float32)
-        for row, chunk in enumerate(chunks):
-            if chunk is not None:
-                batch[row, :len(chunk)] = chunk if matrix is None else warped(chunk, matrix)
-        scores = np.asarray(model.predict_on_batch(batch))
-        for row, chunk in enumerate(chunks):
-            if chunk is not None:
-                out[row].append(scores[row, :len(chunk)])
-
-
 def main() -> None:
     import keras
 
     from pipeline.audio import load_audio
-    from pipeline.continuous import decisions, sequence_model
+    from pipeline.continuous import continuous_scores, decisions, sequence_model
     from pipeline.edge.detection import DetectionParams, Smoother
     from pipeline.edge.runtime import StreamGeometry
     from pipeline.long_audio import recordings, validation_names
@@ -133,8 +111,9 @@ def main() -> None:
         if model is None:
             model = sequence_model(keras.models.load_model(run / "model_continuous.keras", compile=False),
                                    stateful_batch=len(made))
-        matrix = None if alpha == 1.0 else warp_matrix(spec, alpha)
-        scores[alpha] = dict(zip(made, frame_scores(model, [audio for audio, _ in made.values()], spec, matrix)))
+        transform = None if alpha == 1.0 else functools.partial(warped, matrix=warp_matrix(spec, alpha))
+        scores[alpha] = dict(zip(made, continuous_scores(model, [audio for audio, _ in made.values()], spec,
+                                                         transform=transform)))
         print(f"alpha {alpha:g}: scored {len(made)} recordings", flush=True)
         if saved:
             saved.parent.mkdir(parents=True, exist_ok=True)
