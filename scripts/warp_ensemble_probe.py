@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import json
 import sys
@@ -56,6 +57,7 @@ def warp_matrix(spec: FeatureSpec, alpha: float) -> np.ndarray:
 
 
 def warped(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Log-mel frames (dB) [..., n_mels] warped by ``warp_matrix``'s matrix, in dB again."""
     power = np.power(10.0, frames / 10.0)
     return (10.0 * np.log10(np.maximum(power @ matrix.T, LOG_FLOOR))).astype(np.float32)
 
@@ -81,6 +83,8 @@ def main() -> None:
     cfg = load_config(args.config, args.set)
     spec = FeatureSpec.from_config(cfg)
     run = Path(args.run)
+    if not (run / "model_continuous.keras").is_file() or not (run / "manifest.json").is_file():
+        sys.exit(f"warp_ensemble_probe: {run} has no model_continuous.keras and manifest.json: run ./run demo first")
     manifest = json.loads((run / "manifest.json").read_text())
     labels = manifest["labels"]
     params = DetectionParams.from_manifest(manifest)
@@ -91,9 +95,13 @@ def main() -> None:
             recordings(cfg, spec, names=validation_names(cfg)).items()}
     groups: dict[str, list[str]] = {}
     for item in args.hours:
-        group, paths = item.split("=", 1)
+        group, _, paths = item.partition("=")
+        if not paths:
+            sys.exit(f"warp_ensemble_probe: --hours {item!r}: give GROUP=HOUR[,HOUR...]")
         for path in paths.split(","):
             hour = Path(path)
+            if not (hour.with_suffix(".wav").is_file() and hour.with_suffix(".json").is_file()):
+                sys.exit(f"warp_ensemble_probe: no {hour}.wav and .json (scripts/quiet_hour.py make --out {hour})")
             name = f"{group}:{hour.stem}"
             made[name] = (load_audio(str(hour.with_suffix(".wav")), sample_rate=spec.sample_rate),
                           json.loads(hour.with_suffix(".json").read_text())["events"])
@@ -101,10 +109,13 @@ def main() -> None:
     groups = {"validation": validation_names(cfg), **groups}
 
     cache = Path(args.out) if args.out else None
+    # cached scores are named by what they depend on: the model's bytes and the recordings (names and lengths)
+    key = hashlib.sha1((run / "model_continuous.keras").read_bytes())
+    key.update(repr([(name, len(audio)) for name, (audio, _) in made.items()]).encode())
     scores: dict[float, dict[str, np.ndarray]] = {}
     model = None
     for alpha in args.alphas:
-        saved = cache / f"scores_alpha{alpha:g}.npz" if cache else None
+        saved = cache / f"scores_{key.hexdigest()[:10]}_alpha{alpha:g}.npz" if cache else None
         if saved and saved.is_file():
             scores[alpha] = dict(np.load(saved))
             continue
@@ -115,9 +126,11 @@ def main() -> None:
         scores[alpha] = dict(zip(made, continuous_scores(model, [audio for audio, _ in made.values()], spec,
                                                          transform=transform)))
         print(f"alpha {alpha:g}: scored {len(made)} recordings", flush=True)
-        if saved:
+        if saved:  # written whole, then renamed: a cut-off run leaves no half file under the final name
             saved.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(saved, **scores[alpha])
+            partial = saved.with_suffix(".partial.npz")
+            np.savez(partial, **scores[alpha])
+            partial.replace(saved)
 
     for size in range(1, len(args.alphas) + 1):
         for combo in itertools.combinations(args.alphas, size):
