@@ -185,13 +185,12 @@ def main() -> None:
 def evaluate(per_split: dict, labels: list[str], params) -> dict:
     """verify's sweep and threshold choice for one design: {split: (times, window scores, events, hours,
     scoring seconds)} -> chosen threshold, its validation and test points, per-half counts, the sweeps."""
-    from pipeline.edge.detection import Smoother, pick_detections
+    from pipeline.edge.detection import pick_detections, smoothed_rows
     from pipeline.stages.verify import choose_threshold, match_events, sweep
 
     curves, smoothed = {}, {}
     for split, (times, scores, events, hours, _) in per_split.items():
-        smoother = Smoother(params.smooth_windows)
-        smoothed[split] = np.asarray([smoother(row) for row in scores])
+        smoothed[split] = smoothed_rows(scores, params.smooth_windows, len(labels))
         curves[split] = sweep(times, smoothed[split], events, labels, hours=hours, params=params)
     chosen, test = choose_threshold(curves)
     halves = {}

@@ -40,6 +40,7 @@ from pipeline.commands.score import collect, label_mapping, summary  # noqa: E40
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, load_config  # noqa: E402
 from pipeline.dataset import load_clip, read_rows  # noqa: E402
 from pipeline.feature_spec import FeatureSpec  # noqa: E402
+from pipeline.io import write_text_atomic  # noqa: E402
 from pipeline.stages.features import augment_clip, augment_options  # noqa: E402
 
 REJECTIONS = (0.55, 0.67, 0.735)
@@ -210,7 +211,7 @@ def main() -> None:
         results[name] = {"log-mel model (the run's)": reading(own_scores, y, labels),
                          "embedding head": reading(head_scores, y, labels),
                          "mean of the two": reading((own_scores + head_scores) / 2, y, labels)}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1))  # a cut-off run leaves no half file
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"

@@ -29,11 +29,11 @@ from pipeline.feature_spec import FeatureSpec  # noqa: E402
 def main() -> None:
     import keras
 
-    from pipeline.continuous import continuous_scores, decisions, sequence_model
-    from pipeline.edge.detection import DetectionParams, Smoother
+    from pipeline.continuous import continuous_scores, sequence_model
+    from pipeline.edge.detection import DetectionParams
     from pipeline.edge.runtime import StreamGeometry
     from pipeline.long_audio import recording_names, recordings
-    from pipeline.stages.verify import choose_threshold, join_recordings, sweep
+    from pipeline.stages.verify import choose_threshold, continuous_windows, join_recordings, sweep
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished run's export folder with model_continuous.keras")
@@ -50,7 +50,7 @@ def main() -> None:
     model = sequence_model(keras.models.load_model(run / "model_continuous.keras", compile=False),
                            stateful_batch=len(made))
     scored = continuous_scores(model, [audio for audio, _, _ in made.values()], spec)
-    frames = {name: (scores, events, len(audio) // spec.hop_length, len(audio) / spec.sample_rate)
+    frames = {name: (scores, events, len(audio), len(audio) / spec.sample_rate)
               for (name, (audio, events, _)), scores in zip(made.items(), scored)}
     params = DetectionParams.from_manifest(manifest)
     rows = []
@@ -60,11 +60,10 @@ def main() -> None:
             for name, split, _ in recording_names(cfg):
                 if split == "test" and name != "test":
                     continue  # the quiet test recording is reported apart by verify; the figures here are the test one's
-                scores, events, whole_hops, seconds = frames[name]
-                picks, picked = decisions(scores, stride_hops=stride, delay=delay, whole_hops=whole_hops)
-                smoother = Smoother(smooth)
-                smoothed = np.asarray([smoother(row) for row in picked])
-                parts[split].append((picks * spec.hop_length / spec.sample_rate, smoothed, events, seconds, {}))
+                scores, events, samples, seconds = frames[name]
+                times, smoothed = continuous_windows(scores, samples=samples, spec=spec, stride_hops=stride,
+                                                     delay=delay, smooth_windows=smooth)
+                parts[split].append((times, smoothed, events, seconds, {}))
             curves = {}
             for split, of_split in parts.items():
                 times, smoothed, events, seconds, _ = join_recordings(of_split)

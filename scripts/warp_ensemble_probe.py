@@ -66,11 +66,11 @@ def main() -> None:
     import keras
 
     from pipeline.audio import load_audio
-    from pipeline.continuous import continuous_scores, decisions, sequence_model
-    from pipeline.edge.detection import DetectionParams, Smoother
+    from pipeline.continuous import continuous_scores, sequence_model
+    from pipeline.edge.detection import DetectionParams
     from pipeline.edge.runtime import StreamGeometry
     from pipeline.long_audio import recordings, validation_names
-    from pipeline.stages.verify import join_recordings, pick, point_at, sweep
+    from pipeline.stages.verify import continuous_windows, join_recordings, pick, point_at, sweep
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished run's export folder with model_continuous.keras")
@@ -140,12 +140,9 @@ def main() -> None:
                 for name in names:
                     audio, events = made[name]
                     mean = np.mean([scores[a][name] for a in combo], axis=0)
-                    frames, picked = decisions(mean, stride_hops=stride_hops, delay=geometry.delay,
-                                               whole_hops=len(audio) // spec.hop_length)
-                    smoother = Smoother(params.smooth_windows)
-                    smoothed = np.asarray([smoother(row) for row in picked]).reshape(len(picked), len(labels))
-                    parts.append((frames * spec.hop_length / spec.sample_rate, smoothed, events,
-                                  len(audio) / spec.sample_rate, {}))
+                    times, smoothed = continuous_windows(mean, samples=len(audio), spec=spec, stride_hops=stride_hops,
+                                                         delay=geometry.delay, smooth_windows=params.smooth_windows)
+                    parts.append((times, smoothed, events, len(audio) / spec.sample_rate, {}))
                 times, smoothed, events, seconds, _ = join_recordings(parts)
                 curves[group] = sweep(times, smoothed, events, labels, hours=seconds / 3600, params=params)
             chosen = pick(curves["validation"])

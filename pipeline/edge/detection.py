@@ -117,6 +117,12 @@ class Smoother:
         return np.mean(self.recent, axis=0)
 
 
+def smoothed_rows(scores, windows: int, classes: int) -> np.ndarray:
+    """Step 3 over a whole recording: its score vectors [N, classes] through a fresh ``Smoother(windows)``."""
+    smoother = Smoother(windows)
+    return np.asarray([smoother(row) for row in scores]).reshape(len(scores), classes)
+
+
 class Picker:
     """Step 4: threshold the best keyword if it is armed, then stay muted for ``refractory_s``; a keyword
     that fired is armed again once its score falls below the threshold."""

@@ -407,31 +407,41 @@ def choose_threshold(curves: dict[str, list[dict]]) -> tuple[dict, dict]:
     return chosen, point_at(curves["test"], chosen["threshold"])
 
 
+def continuous_windows(frame_scores: np.ndarray, *, samples: int, spec: FeatureSpec, stride_hops: int, delay: int,
+                       smooth_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2-3 of the continuous design replayed on one recording's frame scores [F, C] (``samples`` long):
+    (decision times in s, smoothed scores [N, C]), as the edge runtime reads and smooths them."""
+    from pipeline.continuous import decisions
+    from pipeline.edge.detection import smoothed_rows
+
+    frames, scores = decisions(frame_scores, stride_hops=stride_hops, delay=delay, whole_hops=samples // spec.hop_length)
+    return frames * spec.hop_length / spec.sample_rate, smoothed_rows(scores, smooth_windows, frame_scores.shape[1])
+
+
 def detector_parts(made: dict, spec: FeatureSpec, labels: list[str], params: DetectionParams, *, stride: int,
                    model=None, continuous=None, delay: int = 0) -> dict[str, tuple]:
     """Each recording of ``made`` ({name: (audio, events, counts)}) through a fresh detector, as
     join_recordings' parts. The continuous design runs ``continuous`` (its Keras model) through one state per
     whole recording, as the edge runtime does (``delay``: the geometry's); the staggered design runs the 1-s
     ``model`` on windows every ``stride`` samples."""
-    from pipeline.edge.detection import Smoother, window_time_s
+    from pipeline.edge.detection import smoothed_rows, window_time_s
 
     if params.design == "continuous":
-        from pipeline.continuous import continuous_scores, decisions, sequence_model
+        from pipeline.continuous import continuous_scores, sequence_model
 
         stateful = sequence_model(continuous, stateful_batch=len(made))
         frame_scores = dict(zip(made, continuous_scores(stateful, [audio for audio, _, _ in made.values()], spec)))
     parts = {}
     for name, (audio, events, info) in made.items():
         if params.design == "continuous":
-            frames, scores = decisions(frame_scores[name], stride_hops=stride // spec.hop_length, delay=delay,
-                                       whole_hops=len(audio) // spec.hop_length)
-            times = frames * spec.hop_length / spec.sample_rate
+            times, smoothed = continuous_windows(frame_scores[name], samples=len(audio), spec=spec,
+                                                 stride_hops=stride // spec.hop_length, delay=delay,
+                                                 smooth_windows=params.smooth_windows)
         else:
             ends, scores = window_scores(model, spec, audio, window_samples=spec.clip_samples, stride_samples=stride,
                                          hop=spec.hop_length)
             times = np.asarray([window_time_s(end, spec.clip_samples, spec.sample_rate) for end in ends])
-        smoother = Smoother(params.smooth_windows)
-        smoothed = np.asarray([smoother(row) for row in scores]).reshape(len(scores), len(labels))
+            smoothed = smoothed_rows(scores, params.smooth_windows, len(labels))
         parts[name] = (times, smoothed, events, len(audio) / spec.sample_rate, info)
     return parts
 
